@@ -1,3 +1,273 @@
-"""ComfyUI nodes (to be filled by its area)."""
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+"""ComfyUI nodes for scoring: load a CLIP + aesthetic scorer, score a batch (with previews), keep the best images.
+
+Loaded scorers live in a module-level cache keyed by their settings, so re-running a graph, or two loader nodes
+with the same settings, loads the weights once. The loader's `after_use` frees VRAM between uses for cards where
+Flux and the scorer do not fit together. Aesthetic heads live in the `aesthetic` model folder (models/aesthetic).
+"""
+import json
+import logging
+import os
+import uuid
+
+import comfy.model_management
+import folder_paths
+
+from ..pipeline.aesthetic import LAION_FILENAME, is_v25, resolve_aesthetic_path
+from ..pipeline.config import DEFAULT_CLIP_MODEL, Settings
+from ..pipeline.errors import InvalidParameter, PromptBeamError
+from ..pipeline.images import tensor_to_pil, to_batch
+from ..pipeline.scoring import (DEFAULT_ALPHA, caption_images, caption_prompt_for, load_scorer, resolve_device,
+                                resolve_dtype, total_score)
+
+log = logging.getLogger(__name__)
+CATEGORY = "Prompt Beam/Scoring"
+SCORER_TYPE = "PROMPTBEAM_SCORER"
+AESTHETIC_FOLDER = "aesthetic"
+AFTER_USE = {"keep_loaded": "keep", "offload_to_cpu": "offload", "unload": "unload"}
+
+_SCORERS = {}   # (clip_model, aesthetic path or "v2.5", device, dtype) -> Scorer
+
+
+def aesthetic_folders():
+    """models/aesthetic (plus any extra_model_paths entries), registered on first use as well as at import: a
+    reset of folder_paths (tests, some launchers) must not lose it."""
+    default = os.path.join(folder_paths.models_dir, AESTHETIC_FOLDER)
+    try:
+        folders = folder_paths.get_folder_paths(AESTHETIC_FOLDER)
+    except KeyError:
+        folders = []
+    if default not in folders:
+        folder_paths.add_model_folder_path(AESTHETIC_FOLDER, default)
+        folders = folder_paths.get_folder_paths(AESTHETIC_FOLDER)
+    return folders
+
+
+aesthetic_folders()
+
+
+def cached_scorer(clip_model, aesthetic_model, device, dtype):
+    """The scorer for these settings, loaded once per process."""
+    if device == "auto":
+        device = comfy.model_management.get_torch_device()
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    folders = aesthetic_folders()
+    aesthetic = "v2.5" if is_v25(aesthetic_model) else resolve_aesthetic_path(aesthetic_model, folders)
+    key = (clip_model.strip(), aesthetic, str(device), str(dtype))
+    scorer = _SCORERS.get(key)
+    if scorer is None:
+        scorer = load_scorer(clip_model.strip(), aesthetic_model=aesthetic, device=device, dtype=dtype,
+                             aesthetic_dirs=folders)
+        _SCORERS[key] = scorer
+    return scorer
+
+
+def release_scorers(mode="unload"):
+    """Free every cached scorer ("unload" also forgets them)."""
+    for scorer in list(_SCORERS.values()):
+        scorer.release(mode)
+    if mode == "unload":
+        _SCORERS.clear()
+
+
+def _scorer_defaults():
+    try:
+        settings = Settings.from_env()
+        return settings.clip_model, settings.aesthetic_model or LAION_FILENAME
+    except PromptBeamError as exc:   # a bad unrelated variable must not stop the node list from loading
+        log.warning("Prompt Beam: ignoring environment for scorer defaults: %s", exc)
+        return DEFAULT_CLIP_MODEL, LAION_FILENAME
+
+
+def _check_scorer(scorer):
+    if not all(hasattr(scorer, name) for name in ("score", "describe", "release")):
+        raise InvalidParameter("scorer", f"expects the output of a Prompt Beam Scorer Loader, got "
+                                         f"{type(scorer).__name__}")
+    return scorer
+
+
+class PromptBeamScorerLoader:
+    """CLIP (alignment) + aesthetic predictor in one pass -> a PROMPTBEAM_SCORER, loaded once and cached."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        clip_model, aesthetic_model = _scorer_defaults()
+        return {
+            "required": {
+                "clip_model": ("STRING", {"default": clip_model, "tooltip": "open_clip id: ARCH/TAG (ViT-L-14/openai), "
+                                                                            "hf-hub:ORG/REPO or local-dir:PATH"}),
+                "aesthetic_model": ("STRING", {"default": aesthetic_model, "tooltip": (
+                    f"file name in models/aesthetic, or a full path, or 'v2.5' (SigLIP predictor). LAION's "
+                    f"{LAION_FILENAME} is downloaded there once if missing")}),
+                "device": (["auto", "cuda", "cpu"], {"default": "auto"}),
+            },
+            "optional": {
+                "dtype": (["auto", "fp16", "bf16", "fp32"], {"default": "auto",
+                                                              "tooltip": "auto = fp16 on CUDA, fp32 on CPU"}),
+                "after_use": (list(AFTER_USE), {"default": "keep_loaded", "tooltip": (
+                    "keep_loaded: stay in VRAM; offload_to_cpu: move to RAM after each scoring call (fast to bring "
+                    "back); unload: drop the weights after each call (reloaded from disk when needed)")}),
+            },
+        }
+
+    RETURN_TYPES = (SCORER_TYPE,)
+    RETURN_NAMES = ("scorer",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads CLIP + an aesthetic predictor once (cached by settings) for the scoring and search nodes."
+
+    def load(self, clip_model, aesthetic_model, device, dtype="auto", after_use="keep_loaded"):
+        if after_use not in AFTER_USE:
+            raise InvalidParameter("after_use", f"{after_use!r} is not one of {', '.join(AFTER_USE)}")
+        scorer = cached_scorer(clip_model, aesthetic_model, device, dtype)
+        scorer.after_use = AFTER_USE[after_use]
+        scorer.release(scorer.after_use)     # honour the choice from now on, not only after the first use
+        return (scorer,)
+
+
+def scores_report(scores, alpha, prompt, scorer_info=None):
+    """The JSON the Score node outputs: per-image scores, the best index, and the best image's scores at the top
+    level so a node that expects one {alignment, aesthetic, total} can read it directly."""
+    entries = []
+    for index, score in enumerate(scores):
+        entry = {"index": index, **score.as_dict(alpha)}
+        if score.caption:
+            entry["caption"] = score.caption
+        entries.append(entry)
+    best = max(range(len(entries)), key=lambda i: (entries[i]["total"], -i))
+    report = {"alpha": alpha, "prompt": prompt, "best": best,
+              "alignment": entries[best]["alignment"], "aesthetic": entries[best]["aesthetic"],
+              "total": entries[best]["total"], "images": entries}
+    if scorer_info:
+        report["scorer"] = {"clip_model": scorer_info.get("clip_model"),
+                            "aesthetic_model": scorer_info.get("aesthetic_model")}
+    return report
+
+
+def save_previews(images, prefix="promptbeam_score"):
+    """PNG previews in ComfyUI's temp folder, listed the way PreviewImage lists them."""
+    folder = folder_paths.get_temp_directory()
+    os.makedirs(folder, exist_ok=True)
+    tag = uuid.uuid4().hex[:10]
+    results = []
+    for index, image in enumerate(images):
+        filename = f"{prefix}_{tag}_{index:03d}.png"
+        tensor_to_pil(image).save(os.path.join(folder, filename), compress_level=1)
+        results.append({"filename": filename, "subfolder": "", "type": "temp"})
+    return results
+
+
+class PromptBeamScore:
+    """Scores each image of a batch against the prompt (one CLIP forward), shows them with their scores."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "scorer": (SCORER_TYPE,),
+                "images": ("IMAGE",),
+                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": (
+                    "the text to score against, usually the user's short prompt (CLIP reads its first 77 tokens)")}),
+            },
+            "optional": {
+                "alpha": ("FLOAT", {"default": DEFAULT_ALPHA, "min": 0.0, "max": 1.0, "step": 0.01,
+                                    "tooltip": "total = alpha*alignment + (1-alpha)*10*aesthetic"}),
+                "vision_llm": ("PROMPTBEAM_LLM", {"tooltip": "optional Ollama vision model (llava, qwen2.5vl) that "
+                                                             "adds a short caption/critique per image"}),
+            },
+        }
+
+    RETURN_TYPES = ("FLOAT", "FLOAT", "STRING")
+    RETURN_NAMES = ("alignment", "aesthetic", "scores")
+    OUTPUT_IS_LIST = (True, True, False)
+    OUTPUT_NODE = True
+    FUNCTION = "score"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "CLIP alignment (0-100) and aesthetic (about 1-10) per image, plus a JSON with totals and the best."
+
+    def score(self, scorer, images, prompt, alpha=DEFAULT_ALPHA, vision_llm=None):
+        scorer = _check_scorer(scorer)
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise InvalidParameter("alpha", f"must be between 0 and 1, got {alpha}")
+        batch = to_batch(images)
+        scores = scorer.score(batch, prompt)
+        if vision_llm is not None:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            for score, caption in zip(scores, caption_images(vision_llm, batch, caption_prompt_for(prompt))):
+                score.caption = caption
+        report = scores_report(scores, float(alpha), prompt.strip(), scorer.describe())
+        lines = [f"#{e['index']}: alignment {e['alignment']:.2f}  aesthetic {e['aesthetic']:.2f}  "
+                 f"total {e['total']:.2f}" + ("  (best)" if e["index"] == report["best"] else "")
+                 for e in report["images"]]
+        return {"ui": {"images": save_previews(batch), "text": ["\n".join(lines)]},
+                "result": ([s.alignment for s in scores], [s.aesthetic for s in scores],
+                           json.dumps(report, ensure_ascii=False))}
+
+
+def parse_totals(scores_json, count):
+    """Totals per image from a Score node's JSON (also accepts a plain list of numbers or of score dicts)."""
+    try:
+        data = json.loads(scores_json)
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise InvalidParameter("scores", f"is not JSON ({getattr(exc, 'msg', exc)}); connect a Score node's "
+                                         "scores output") from None
+    alpha = data.get("alpha", DEFAULT_ALPHA) if isinstance(data, dict) else DEFAULT_ALPHA
+    entries = data.get("images") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise InvalidParameter("scores", "expected the Score node's JSON (an object with an 'images' list)")
+    totals = []
+    for position, entry in enumerate(entries):
+        if isinstance(entry, (int, float)) and not isinstance(entry, bool):
+            totals.append(float(entry))
+        elif isinstance(entry, dict) and isinstance(entry.get("total"), (int, float)):
+            totals.append(float(entry["total"]))
+        elif isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("alignment",
+                                                                                              "aesthetic")):
+            totals.append(total_score(entry["alignment"], entry["aesthetic"], alpha))
+        else:
+            raise InvalidParameter("scores", f"entry {position} has no total (or alignment and aesthetic)")
+    if len(totals) != count:
+        raise InvalidParameter("scores", f"has {len(totals)} entries but the batch has {count} images; connect the "
+                                         "scores of this same batch")
+    return totals
+
+
+class PromptBeamSelectBest:
+    """Keeps the top_k images of a batch by total score, best first."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "scores": ("STRING", {"forceInput": True, "tooltip": "the scores output of a Score node"}),
+                "top_k": ("INT", {"default": 1, "min": 1, "max": 4096,
+                                  "tooltip": "how many to keep (more than the batch keeps them all, sorted)"}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("images", "indices")
+    FUNCTION = "select"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "The top_k images by total score (ties keep batch order) and their indices as a JSON list."
+
+    def select(self, images, scores, top_k):
+        batch = to_batch(images)
+        if int(top_k) < 1:
+            raise InvalidParameter("top_k", f"must be at least 1, got {top_k}")
+        totals = parse_totals(scores, batch.shape[0])
+        order = sorted(range(len(totals)), key=lambda i: (-totals[i], i))[:int(top_k)]
+        return (batch[order], json.dumps(order))
+
+
+NODE_CLASS_MAPPINGS = {
+    "PromptBeamScorerLoader": PromptBeamScorerLoader,
+    "PromptBeamScore": PromptBeamScore,
+    "PromptBeamSelectBest": PromptBeamSelectBest,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "PromptBeamScorerLoader": "Prompt Beam Scorer Loader",
+    "PromptBeamScore": "Prompt Beam Score",
+    "PromptBeamSelectBest": "Prompt Beam Select Best",
+}

@@ -1,3 +1,216 @@
-"""ComfyUI nodes (to be filled by its area)."""
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+"""PromptBeamSearch: the whole beam search in one node (LLM prompts -> Flux -> scores -> keep the best, repeat).
+
+The node is an adapter: it builds a BeamConfig from its widgets, wires the search's callbacks to ComfyUI's
+ProgressBar (with a preview of every finished candidate), progress text and interrupt flag, and writes the run
+record under ComfyUI's output folder (output/promptbeam/<run_id>/).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import time
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+from server import PromptServer
+
+from ..pipeline.beam import BeamConfig, BeamSearch, SearchCallbacks
+from ..pipeline.errors import InvalidParameter, Interrupted
+from ..pipeline.images import tensor_to_pil
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "Prompt Beam/search"
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+RUNS_SUBFOLDER = "promptbeam"
+CANDIDATE_EVENT = "promptbeam.candidate"
+DEFAULT_PREVIEW_SIZE = 512
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def preview_size() -> int:
+    """ComfyUI's --preview-size (what its own sampler previews use)."""
+    try:
+        import latent_preview
+        return int(getattr(latent_preview, "MAX_PREVIEW_RESOLUTION", DEFAULT_PREVIEW_SIZE))
+    except Exception:
+        return DEFAULT_PREVIEW_SIZE
+
+
+def generator_settings(generator) -> dict:
+    """Image settings come from the generator node (one place for width, height, steps...): its request defaults
+    when it has them, else the matching keys of describe()."""
+    defaults = getattr(generator, "defaults", None)
+    if defaults is not None:
+        source = {name: getattr(defaults, name, None)
+                  for name in ("width", "height", "steps", "guidance", "sampler", "scheduler")}
+    else:
+        describe = getattr(generator, "describe", None)
+        source = describe() if callable(describe) else {}
+    return {name: source[name] for name in ("width", "height", "steps", "guidance", "sampler", "scheduler")
+            if source.get(name) is not None}
+
+
+def run_id_for(run_name: str):
+    """`<run_name>-<YYYYmmdd-HHMMSS>-<hex>`, or None for an automatic id: a new folder for every execution."""
+    name = _UNSAFE_NAME.sub("-", (run_name or "").strip()).strip("-.")[:80]
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}" if name else None
+
+
+class _ComfyProgress:
+    """Search callbacks -> ComfyUI: ProgressBar over all images, previews, progress text, interrupt flag."""
+
+    def __init__(self, node_id, images_total: int):
+        self.node_id = node_id
+        self.bar = comfy.utils.ProgressBar(images_total, node_id=node_id)
+        self.server = PromptServer.instance
+        self.interrupted = False
+        self._preview = None
+        self._last_candidate = None
+        self._preview_size = preview_size()
+
+    def should_stop(self) -> bool:
+        return self.interrupted or comfy.model_management.processing_interrupted()
+
+    def on_candidate(self, candidate, image) -> None:
+        if image is not None:
+            self._preview = ("PNG", tensor_to_pil(image), self._preview_size)
+        self._last_candidate = candidate
+        if self.server is not None:
+            self.server.send_sync(CANDIDATE_EVENT, {"node": self.node_id, "candidate": candidate.to_dict()},
+                                  getattr(self.server, "client_id", None))
+
+    def on_progress(self, event) -> None:
+        text = event.text()
+        candidate, self._last_candidate = self._last_candidate, None
+        if candidate is not None:
+            if candidate.ok:
+                s = candidate.scores
+                text += (f"\n{candidate.id}: total {s['total']:.1f} (alignment {s['alignment']:.1f}, "
+                         f"aesthetic {s['aesthetic']:.2f})")
+            else:
+                text += f"\n{candidate.id}: failed ({candidate.error})"
+        if self.server is not None and self.node_id is not None:
+            self.server.send_progress_text(text, self.node_id)
+        preview, self._preview = self._preview, None
+        try:
+            self.bar.update_absolute(event.images_done, event.images_total, preview)
+        except comfy.model_management.InterruptProcessingException:
+            # ComfyUI's progress hook raises (and clears its flag) on interrupt. Remember it and let the search
+            # stop at its next check, so the record is closed properly before the node re-raises.
+            self.interrupted = True
+
+
+class PromptBeamSearch:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "prompt": ("STRING", {"multiline": True, "dynamicPrompts": False,
+                                      "tooltip": "What you want to see. The search writes the detailed prompts."}),
+                "llm": ("PROMPTBEAM_LLM", {"tooltip": "From a Prompt Beam Ollama node."}),
+                "generator": ("PROMPTBEAM_GENERATOR", {"tooltip": "From a Prompt Beam Flux Generator node; its "
+                                                                  "width, height, steps and sampler are used."}),
+                "scorer": ("PROMPTBEAM_SCORER", {"tooltip": "From a Prompt Beam Scorer Loader node."}),
+                "beam_width": ("INT", {"default": 4, "min": 1, "max": 64,
+                                       "tooltip": "N: candidates rendered per round."}),
+                "keep_top": ("INT", {"default": 2, "min": 1, "max": 64,
+                                     "tooltip": "M: survivors per round (<= beam_width); each gets N/M children."}),
+                "iterations": ("INT", {"default": 3, "min": 1, "max": 50,
+                                       "tooltip": "Rounds in total, round 0 (expansion) included."}),
+                "alpha": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 1.0, "step": 0.05,
+                                    "tooltip": "total = alpha*alignment + (1-alpha)*10*aesthetic."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                                 "tooltip": "Run seed: every image and LLM seed derives from it."}),
+            },
+            "optional": {
+                "dimension_policy": (["alternate", "adaptive"], {
+                    "default": "alternate",
+                    "tooltip": "alternate: WHAT on odd rounds, HOW on even; adaptive: each parent's weaker half."}),
+                "seed_policy": (["inherit", "fresh"], {
+                    "default": "inherit", "tooltip": "inherit: children reuse their parent's image seed."}),
+                "patience": ("INT", {"default": 0, "min": 0, "max": 50,
+                                     "tooltip": "Stop after this many rounds without a better best (0 = off)."}),
+                "target_score": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                                           "tooltip": "Stop once the best total reaches this (0 = off)."}),
+                "time_budget_s": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 604800.0, "step": 1.0,
+                                            "tooltip": "Stop after the round during which this many seconds "
+                                                       "passed (0 = off)."}),
+                "descriptiveness": ("INT", {"default": 2, "min": 1, "max": 3,
+                                            "tooltip": "Prompt length: 1 concise, 2 balanced, 3 descriptive."}),
+                "style": (["natural", "booru"], {"default": "natural"}),
+                "combine_mode": (["llm", "template"], {
+                    "default": "llm", "tooltip": "How WHAT and HOW become one prompt: an LLM call or a template."}),
+                "use_negative": ("BOOLEAN", {"default": False, "tooltip": "Ask the LLM for a negative prompt."}),
+                "captions": ("BOOLEAN", {"default": False,
+                                         "tooltip": "Give the critique a caption of each image (if the scorer "
+                                                    "can caption)."}),
+                "low_vram": ("BOOLEAN", {"default": False,
+                                         "tooltip": "Unload the Ollama model before rendering each round."}),
+                "control_arm": ("BOOLEAN", {"default": False,
+                                            "tooltip": "Also spend the same image budget on seeds only for round "
+                                                       "0's best prompt, and report both bests."}),
+                "llm_concurrency": ("INT", {"default": 4, "min": 1, "max": 32}),
+                "score_text": ("STRING", {"default": "", "tooltip": "Text for alignment (empty = the prompt)."}),
+                "run_name": ("STRING", {"default": "", "tooltip": "Folder name prefix under output/promptbeam/."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = ("IMAGE", "STRING", "IMAGE", "STRING")
+    RETURN_NAMES = ("best_image", "best_prompt", "finalists", "report")
+    OUTPUT_TOOLTIPS = ("The best image found.", "The prompt that made it.",
+                       "The last round's survivors, best first.", "The run report (JSON), also in report.json.")
+    FUNCTION = "search"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Beam search over LLM-written prompts: expand into WHAT/HOW, render, score, keep the best, "
+                   "refine; the full record goes to output/promptbeam/.")
+
+    def search(self, prompt, llm, generator, scorer, beam_width, keep_top, iterations, alpha, seed,
+               dimension_policy="alternate", seed_policy="inherit", patience=0, target_score=0.0,
+               time_budget_s=0.0, descriptiveness=2, style="natural", combine_mode="llm", use_negative=False,
+               captions=False, low_vram=False, control_arm=False, llm_concurrency=4, score_text="", run_name="",
+               unique_id=None):
+        for name, value, needed in (("llm", llm, "expand"), ("generator", generator, "generate"),
+                                    ("scorer", scorer, "score")):
+            if value is None or not hasattr(value, needed):
+                raise InvalidParameter(name, f"expects a PROMPTBEAM_{name.upper()} input, got {type(value).__name__}")
+        config = BeamConfig(
+            beam_width=beam_width, keep_top=keep_top, iterations=iterations, alpha=alpha, seed=seed,
+            dimension_policy=dimension_policy, seed_policy=seed_policy, patience=patience or None,
+            target_score=target_score or None, time_budget_s=time_budget_s or None,
+            descriptiveness=descriptiveness, style=style, combine_mode=combine_mode,
+            use_negative=bool(use_negative), score_text=(score_text or "").strip() or None,
+            captions=bool(captions), low_vram=bool(low_vram or getattr(llm, "low_vram", False)),
+            llm_concurrency=llm_concurrency, control_arm=bool(control_arm), **generator_settings(generator),
+        ).validate()
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidParameter("prompt", "is empty: describe the image you want")
+
+        images_total = config.image_budget
+        if config.control_arm:   # the control arm renders what the beam rendered after round 0
+            images_total += config.image_budget - config.beam_width
+        progress = _ComfyProgress(unique_id, images_total)
+        callbacks = SearchCallbacks(on_progress=progress.on_progress, on_candidate=progress.on_candidate,
+                                    should_stop=progress.should_stop)
+        out_root = os.path.join(folder_paths.get_output_directory(), RUNS_SUBFOLDER)
+        try:
+            result = BeamSearch(llm, generator, scorer, config, callbacks).run(prompt, out_root, run_id_for(run_name))
+        except Interrupted as exc:
+            raise comfy.model_management.InterruptProcessingException() from exc
+        if result.stop_reason == "interrupted" or progress.interrupted:
+            log.info("Prompt Beam: interrupted; the record is complete in %s", result.run_dir)
+            comfy.model_management.throw_exception_if_processing_interrupted()   # raises and clears the flag
+            raise comfy.model_management.InterruptProcessingException()
+        log.info("Prompt Beam: %s after %d rounds, best %s (total %.2f), record in %s", result.stop_reason,
+                 len(result.report["iterations"]), result.best.id, result.best.total, result.run_dir)
+        report = json.dumps(result.report, ensure_ascii=False)
+        return (result.best_image.unsqueeze(0), result.best.prompt, result.finalist_images, report)
+
+
+NODE_CLASS_MAPPINGS = {"PromptBeamSearch": PromptBeamSearch}
+NODE_DISPLAY_NAME_MAPPINGS = {"PromptBeamSearch": "Prompt Beam Search"}

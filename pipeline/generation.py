@@ -71,3 +71,35 @@ class Generator(Protocol):
     def describe(self) -> dict:
         """JSON-serialisable settings for the run record (model id, LoRAs, sampler...)."""
         ...
+
+
+def with_triggers(prompt: str, triggers: Sequence[str]) -> str:
+    """Prepend LoRA trigger words the prompt does not already contain (case-insensitive), in LoRA order."""
+    missing = [t.strip() for t in triggers if t and t.strip() and t.strip().lower() not in prompt.lower()]
+    return ", ".join(missing + [prompt]) if missing else prompt
+
+
+def plan_batches(requests: Sequence[GenerationRequest], key: Callable[[GenerationRequest], tuple],
+                 max_batch: int) -> list[list[int]]:
+    """Group request indices by `key` (things one pipeline call must share: size, steps, guidance...), in
+    first-appearance order, and split each group into chunks of at most `max_batch`."""
+    if max_batch < 1:
+        raise InvalidParameter("max_batch", f"must be at least 1, got {max_batch}")
+    groups: dict[tuple, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(key(request), []).append(index)
+    return [indices[start:start + max_batch] for indices in groups.values()
+            for start in range(0, len(indices), max_batch)]
+
+
+# The backends import diffusers / requests; load them only when asked for, so that `import pipeline.generation`
+# stays cheap for code that only needs the request/result types (nodes, the beam search, the record).
+_LAZY_EXPORTS = {"DiffusersFluxGenerator": ".diffusers_flux", "RemoteFluxClient": ".remote_flux"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name], __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

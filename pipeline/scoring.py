@@ -1,10 +1,34 @@
-"""Image scoring: CLIP alignment + LAION aesthetic predictor from one CLIP forward pass."""
+"""Image scoring: CLIP alignment + LAION aesthetic predictor from one CLIP forward pass.
+
+    alignment = 100 * max(cos(image_emb, text_emb), 0)        CLIPScore convention, 0..100
+    aesthetic = LAION head(L2-normalised image_emb)           same forward pass, about 1..10
+    total     = alpha * alignment + (1 - alpha) * 10 * aesthetic
+
+`load_scorer` goes from names to a ready `Scorer` (like open_clip's factory); `Scorer.score` scores a batch in one
+CLIP forward; `Scorer.analyze` answers in the seed's vision-provider shape.
+"""
 from __future__ import annotations
 
+import base64
+import difflib
+import gc
+import io
+import json
+import os
+import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .aesthetic import (SiglipV25Predictor, check_head_fits, is_v25, load_laion_head, resolve_aesthetic_path)
+from .config import DEFAULT_CLIP_MODEL
+from .errors import InvalidParameter, ModelNotFound, ScoringFailed
+from .images import tensor_to_pil, to_batch
 
 DEFAULT_ALPHA = 0.7
+AFTER_USE = ("keep", "offload", "unload")
 
 
 @dataclass
@@ -23,3 +47,479 @@ class ImageScore:
 def total_score(alignment: float, aesthetic: float, alpha: float = DEFAULT_ALPHA) -> float:
     """The seed formula: alpha * alignment + (1 - alpha) * 10 * aesthetic (both terms on a 0..100 scale)."""
     return alpha * alignment + (1.0 - alpha) * 10.0 * aesthetic
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Device, precision and CLIP ids
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+_PRECISION = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    if device is None or str(device).strip().lower() in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidParameter("device", f"{device!r} is not a torch device (use auto, cuda, cuda:N or cpu)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameter("device", "CUDA was requested but torch sees no CUDA device here; use cpu or auto")
+    return resolved
+
+
+def resolve_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
+    """fp16 on CUDA and fp32 elsewhere by default; fp16 / bf16 / fp32 on request."""
+    if dtype is None or str(dtype).strip().lower() in ("", "auto"):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in _PRECISION:
+        return dtype
+    key = str(dtype).strip().lower().replace("torch.", "")
+    if key not in _DTYPES:
+        raise InvalidParameter("dtype", f"{dtype!r} is not supported (use auto, fp16, bf16 or fp32)")
+    return _DTYPES[key]
+
+
+def parse_clip_id(clip_model: str) -> tuple[str, Optional[str]]:
+    """`ARCH/TAG` -> (ARCH, TAG); `hf-hub:ORG/REPO` and `local-dir:PATH` -> (id, None). Checked before loading."""
+    import open_clip
+
+    text = (clip_model or "").strip()
+    if not text:
+        raise InvalidParameter("clip_model", "is empty: give an open_clip id such as ViT-L-14/openai, "
+                                             "hf-hub:ORG/REPO or local-dir:PATH")
+    if text.startswith("local-dir:"):
+        folder = os.path.abspath(os.path.expanduser(text[len("local-dir:"):]))
+        config = os.path.join(folder, "open_clip_config.json")
+        if not os.path.isfile(config):
+            raise ModelNotFound(f"clip_model {text}: {config} not found (a local-dir: folder holds "
+                                "open_clip_config.json and open_clip_model.safetensors)")
+        return "local-dir:" + folder, None
+    if text.startswith("hf-hub:"):
+        return text, None
+    arch, _, tag = text.partition("/")
+    known = open_clip.list_models()
+    if arch not in known:
+        close = difflib.get_close_matches(arch, known, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise InvalidParameter("clip_model", f"unknown open_clip architecture {arch!r}{hint}; ids look like "
+                                             "ViT-L-14/openai, hf-hub:ORG/REPO or local-dir:PATH")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if not tag:
+        # open_clip would build the architecture with random weights: never what a scorer wants.
+        raise InvalidParameter("clip_model", f"{arch!r} names an architecture without weights; add a pretrained "
+                                             f"tag, e.g. {arch}/{tags[0] if tags else 'openai'}")
+    if tag not in tags and not os.path.isfile(tag):
+        raise InvalidParameter("clip_model", f"{tag!r} is neither a pretrained tag of {arch} "
+                                             f"(known: {', '.join(tags) or 'none'}) nor a weights file")
+    return arch, tag
+
+
+def configured_embed_dim(clip_model: str) -> Optional[int]:
+    """The embedding width a CLIP id declares in its config, without loading weights (None when unknown)."""
+    import open_clip
+
+    name, _ = parse_clip_id(clip_model)
+    if name.startswith("local-dir:"):
+        with open(os.path.join(name[len("local-dir:"):], "open_clip_config.json"), encoding="utf-8") as handle:
+            config = json.load(handle).get("model_cfg", {})
+    elif name.startswith("hf-hub:"):
+        return None
+    else:
+        config = open_clip.get_model_config(name) or {}
+    width = config.get("embed_dim")
+    return int(width) if isinstance(width, int) else None
+
+
+def load_clip(clip_model: str, device: torch.device, dtype: torch.dtype):
+    """(model, tokenizer, eval transform) for an open_clip id; never a randomly initialised model."""
+    import open_clip
+
+    name, tag = parse_clip_id(clip_model)
+    extra = {}
+    if tag and open_clip.get_pretrained_cfg(name, tag).get("quick_gelu"):
+        # OpenAI's weights were trained with QuickGELU; the plain config uses nn.GELU and gives wrong embeddings.
+        extra["force_quick_gelu"] = True
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=tag, precision=_PRECISION[dtype], device=device, require_pretrained=True, **extra)
+        tokenizer = open_clip.get_tokenizer(name)
+    except torch.OutOfMemoryError:
+        raise
+    except (FileNotFoundError, RuntimeError, ValueError, OSError) as exc:
+        raise ModelNotFound(f"clip_model {clip_model!r} could not be loaded: {exc}") from None
+    return model.eval().requires_grad_(False), tokenizer, preprocess
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batch preprocessing on tensors
+
+
+class TensorPreprocess:
+    """The model's own open_clip eval transform (resize, crop, normalise) applied to a [B, 3, H, W] batch on the
+    device: no PIL round trip per image."""
+
+    def __init__(self, transform: Callable):
+        self.steps = list(getattr(transform, "transforms", [transform]))
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        from open_clip.transform import MaybeConvertMode, ResizeKeepRatio
+        from torchvision.transforms import Resize, ToTensor
+
+        for step in self.steps:
+            if isinstance(step, (MaybeConvertMode, ToTensor)) or getattr(step, "__name__", "") == "_convert_to_rgb":
+                continue                                   # PIL-only steps: the input is already an RGB tensor
+            if isinstance(step, ResizeKeepRatio):
+                pixels = _resize_keep_ratio(pixels, step)
+            elif isinstance(step, Resize):
+                # PIL saturates bicubic overshoot at 0 / 255; do the same so tensors and PNGs score alike.
+                pixels = step(pixels).clamp_(0.0, 1.0)
+            else:
+                pixels = step(pixels)
+        return pixels
+
+
+def _resize_keep_ratio(pixels: torch.Tensor, step) -> torch.Tensor:
+    import torchvision.transforms.functional as TF
+
+    height, width = pixels.shape[-2:]
+    target_h, target_w = step.size
+    ratio_h, ratio_w = height / target_h, width / target_w
+    ratio = max(ratio_h, ratio_w) * step.longest + min(ratio_h, ratio_w) * (1.0 - step.longest)
+    size = [round(height / ratio), round(width / ratio)]
+    return TF.resize(pixels, size, interpolation=step.interpolation, antialias=True).clamp_(0.0, 1.0)
+
+
+def image_groups(images, name: str = "images") -> list[torch.Tensor]:
+    """Any accepted image input -> [b, H, W, 3] float tensors in batch order: one group when the images share a
+    size, one per image otherwise. Only shapes are checked here; values are checked on the device (`check_values`)
+    so a large batch is not scanned twice on the CPU."""
+    if isinstance(images, torch.Tensor) and images.dim() == 4 and images.shape[1] == 3 and images.shape[-1] != 3:
+        raise InvalidParameter(name, f"got shape {list(images.shape)}, which looks like [B, 3, H, W]; images here "
+                                     "are [B, H, W, 3] (ComfyUI layout): use images.permute(0, 2, 3, 1)")
+    if not isinstance(images, (list, tuple)):
+        return [to_batch(images, name)]
+    if not images:
+        raise InvalidParameter(name, "the batch is empty: give at least one image")
+    parts = [to_batch(item, name) for item in images]
+    if len({tuple(part.shape[1:]) for part in parts}) == 1:
+        return [torch.cat(parts)] if len(parts) > 1 else parts
+    return [image[None] for part in parts for image in part]
+
+
+def check_values(pixels: torch.Tensor, offset: int = 0, name: str = "images") -> None:
+    """[b, H, W, 3] must be finite and in [0, 1]; the message names the first bad image."""
+    flat = pixels.flatten(1)
+    finite = torch.isfinite(flat).all(dim=1)
+    if not bool(finite.all()):
+        raise InvalidParameter(name, f"image {offset + int((~finite).nonzero()[0])} contains NaN or infinite values")
+    low, high = flat.aminmax(dim=1)
+    bad = (low < -1e-3) | (high > 1.0 + 1e-3)
+    if bool(bad.any()):
+        index = int(bad.nonzero()[0])
+        raise InvalidParameter(name, f"image {offset + index} has values in [{float(low[index]):g}, "
+                                     f"{float(high[index]):g}]; expected [0, 1] (divide 8-bit values by 255)")
+
+
+def _flat(groups: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [image for group in groups for image in group]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The scorer
+
+
+class Scorer:
+    """CLIP + aesthetic predictor. One CLIP forward per `score` call scores the whole batch.
+
+    `after_use` frees accelerator memory between calls, for machines where Flux and the scorer do not fit
+    together: "keep" (stay loaded), "offload" (move to CPU, back on the next call) or "unload" (drop the weights,
+    reload from disk on the next call).
+    """
+
+    def __init__(self, clip, tokenizer, preprocess, aesthetic, *, device: torch.device, dtype: torch.dtype,
+                 clip_id: str = "custom", aesthetic_id: str = "custom", after_use: str = "keep",
+                 caption_client=None, reload: Optional[Callable[[], tuple]] = None):
+        self.clip, self.tokenizer, self.aesthetic = clip, tokenizer, aesthetic
+        self.preprocess = TensorPreprocess(preprocess)
+        self.device, self.dtype = torch.device(device), dtype
+        self.clip_id, self.aesthetic_id = clip_id, aesthetic_id
+        self.aesthetic_kind = getattr(aesthetic, "kind", "laion")
+        self.after_use = after_use
+        self.caption_client = caption_client
+        self._reload = reload
+        self._on_device = True
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self._lock = threading.RLock()
+        self.embed_dim = _embed_dim(clip)
+        self.context_length = int(getattr(clip, "context_length", None) or getattr(tokenizer, "context_length", 77))
+
+    @property
+    def after_use(self) -> str:
+        return self._after_use
+
+    @after_use.setter
+    def after_use(self, value: str) -> None:
+        if value not in AFTER_USE:
+            raise InvalidParameter("after_use", f"{value!r} is not one of {', '.join(AFTER_USE)}")
+        self._after_use = value
+
+    def score(self, images, text: Union[str, Sequence[str]], captions: bool = False,
+              caption_prompt: Optional[str] = None) -> list[ImageScore]:
+        """Score images against `text` (one prompt for all, or one per image). Captions come from the vision LLM
+        in `caption_client` when `captions` is true."""
+        groups = image_groups(images)
+        count = sum(len(group) for group in groups)
+        texts = _check_texts(text, count)
+        if captions and self.caption_client is None:
+            raise InvalidParameter("captions", "no vision LLM is configured for captions (caption_client)")
+        with self._lock:
+            self._ready()
+            try:
+                alignment, aesthetic = self._forward(groups, texts)
+            finally:
+                self.release(self.after_use)
+        if not (torch.isfinite(alignment).all() and torch.isfinite(aesthetic).all()):
+            raise ScoringFailed(f"the scorer produced non-finite scores in {_PRECISION[self.dtype]}; "
+                                "try dtype fp32 or bf16")
+        notes: list[Optional[str]] = [None] * count
+        if captions:
+            notes = caption_images(self.caption_client, _flat(groups),
+                                   caption_prompt or caption_prompt_for(texts[0]))
+        return [ImageScore(alignment=float(a), aesthetic=float(s), caption=c)
+                for a, s, c in zip(alignment.tolist(), aesthetic.tolist(), notes)]
+
+    def analyze(self, image, prompt: str, captions: bool = False) -> dict:
+        """The seed's vision-provider answer for one image: {alignmentScore, aestheticScore, analysis, strengths,
+        weaknesses}."""
+        return describe_score(self.score(image, prompt, captions=captions)[0], self.aesthetic_kind)
+
+    def embed_images(self, images) -> torch.Tensor:
+        """[B, D] L2-normalised image embeddings (float32, CPU)."""
+        groups = image_groups(images)
+        with self._lock:
+            self._ready()
+            try:
+                with torch.inference_mode():
+                    return self._image_embeddings(groups).cpu()
+            finally:
+                self.release(self.after_use)
+
+    def _forward(self, groups: list[torch.Tensor], texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            image_emb = self._image_embeddings(groups)                             # [B, D]
+            text_emb = torch.stack([self._text_embedding(t) for t in texts])       # [1 or B, D]
+            alignment = 100.0 * (image_emb * text_emb).sum(dim=-1).clamp(min=0.0)  # [B]
+            if getattr(self.aesthetic, "reads", "embedding") == "embedding":
+                aesthetic = self.aesthetic(image_emb)
+            else:
+                aesthetic = self.aesthetic(groups[0] if len(groups) == 1 else _flat(groups))
+        return alignment.float().cpu(), aesthetic.float().cpu()
+
+    def _image_embeddings(self, groups: list[torch.Tensor]) -> torch.Tensor:
+        batches, offset = [], 0
+        for group in groups:        # one group, or one per image when sizes differ: still one CLIP forward
+            pixels = group.to(self.device)
+            check_values(pixels, offset)
+            offset += len(group)
+            batches.append(self.preprocess(pixels.permute(0, 3, 1, 2)))
+        pixels = batches[0] if len(batches) == 1 else torch.cat(batches)
+        features = self.clip.encode_image(pixels.to(self.dtype)).float()
+        return F.normalize(features, dim=-1)
+
+    def _text_embedding(self, text: str) -> torch.Tensor:
+        cached = self._text_cache.get(text)
+        if cached is None:
+            # The tokenizers truncate to the context (77 for CLIP) and keep the end-of-text token.
+            tokens = self.tokenizer([text], context_length=self.context_length)[:, :self.context_length]
+            cached = F.normalize(self.clip.encode_text(tokens.to(self.device)).float(), dim=-1)[0]
+            if len(self._text_cache) >= 64:
+                self._text_cache.pop(next(iter(self._text_cache)))
+            self._text_cache[text] = cached
+        return cached.to(self.device)
+
+    # -- memory -----------------------------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self.clip is not None
+
+    def load(self) -> None:
+        """Bring the weights back onto the device now (they also come back by themselves on the next call)."""
+        with self._lock:
+            self._ready()
+
+    def _ready(self) -> None:
+        if self.clip is None:
+            if self._reload is None:
+                raise ScoringFailed("this scorer was unloaded and has no way to reload; load it again")
+            clip, tokenizer, preprocess, aesthetic = self._reload()
+            self.clip, self.tokenizer, self.aesthetic = clip, tokenizer, aesthetic
+            self.preprocess = TensorPreprocess(preprocess)
+            self._on_device = True
+        elif not self._on_device:
+            self._move(self.device)
+            self._on_device = True
+
+    def release(self, mode: str = "offload") -> None:
+        """Free accelerator memory now: "offload" to CPU or "unload" the weights ("keep" does nothing)."""
+        with self._lock:
+            if mode == "unload" and self._reload is not None and self.clip is not None:
+                self.clip = self.aesthetic = None
+                self._text_cache.clear()
+            elif (mode in ("offload", "unload") and self.device.type != "cpu" and self._on_device
+                  and self.clip is not None):
+                self._move(torch.device("cpu"))
+                self._on_device = False
+            else:
+                return
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _move(self, device: torch.device) -> None:
+        self.clip.to(device)
+        if hasattr(self.aesthetic, "to"):
+            self.aesthetic.to(device)
+        self._text_cache = {text: emb.to(device) for text, emb in self._text_cache.items()}
+
+    def describe(self) -> dict:
+        return {"clip_model": self.clip_id, "aesthetic_model": self.aesthetic_id,
+                "aesthetic_kind": self.aesthetic_kind, "device": str(self.device),
+                "dtype": _PRECISION.get(self.dtype, str(self.dtype)), "embed_dim": self.embed_dim,
+                "context_length": self.context_length, "after_use": self.after_use, "loaded": self.loaded,
+                "captions": self.caption_client is not None}
+
+
+def _embed_dim(clip) -> int:
+    width = getattr(getattr(clip, "visual", None), "output_dim", None)
+    if isinstance(width, int):
+        return width
+    return int(clip.text_projection.shape[-1])
+
+
+def _check_texts(text: Union[str, Sequence[str]], count: int) -> list[str]:
+    texts = [text] if isinstance(text, str) else list(text or [])
+    if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+        raise InvalidParameter("text", "the prompt to score against is empty")
+    if len(texts) not in (1, count):
+        raise InvalidParameter("text", f"got {len(texts)} prompts for {count} images; give one, or one per image")
+    return [t.strip() for t in texts]
+
+
+def load_scorer(clip_model: str = DEFAULT_CLIP_MODEL, aesthetic_model: Optional[str] = None,
+                device: Union[str, torch.device, None] = None, dtype: Union[str, torch.dtype, None] = None, *,
+                aesthetic_dirs: Sequence[str] = (), allow_download: bool = True, after_use: str = "keep",
+                caption_client=None) -> Scorer:
+    """A ready Scorer from names. Every argument is checked before any weights load.
+
+    aesthetic_model: None / "laion" (LAION's ViT-L-14 head, downloaded once into the first aesthetic folder when
+    missing), a file name inside `aesthetic_dirs`, a path, or "v2.5" (needs `pip install aesthetic-predictor-v2-5`).
+    """
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    if after_use not in AFTER_USE:
+        raise InvalidParameter("after_use", f"{after_use!r} is not one of {', '.join(AFTER_USE)}")
+    clip_model = clip_model or DEFAULT_CLIP_MODEL
+    declared_width = configured_embed_dim(clip_model)
+    path = None if is_v25(aesthetic_model) else resolve_aesthetic_path(aesthetic_model, aesthetic_dirs,
+                                                                       allow_download)
+    if path is not None and declared_width is not None:
+        check_head_fits(load_laion_head(path).input_dim, declared_width, clip_model, path)
+
+    def build() -> tuple:
+        if path is None:
+            aesthetic = SiglipV25Predictor(device, dtype if device.type == "cuda" else torch.float32)
+        else:
+            aesthetic = load_laion_head(path)
+        clip, tokenizer, preprocess = load_clip(clip_model, device, dtype)
+        if path is not None:
+            check_head_fits(aesthetic.input_dim, _embed_dim(clip), clip_model, path)
+            aesthetic = aesthetic.to(device)
+        return clip, tokenizer, preprocess, aesthetic
+
+    return Scorer(*build(), device=device, dtype=dtype, clip_id=clip_model, aesthetic_id=path or "v2.5",
+                  after_use=after_use, caption_client=caption_client, reload=build)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Captions from an Ollama vision model (llava, qwen2.5vl, ...)
+
+CAPTION_PROMPT = ("Describe this image in two or three plain sentences: what it shows, its style, and its most "
+                  "visible flaw. No lists, no preamble.")
+
+
+def caption_prompt_for(user_prompt: str) -> str:
+    return (f"This image was generated for the prompt: \"{user_prompt.strip()}\". In two or three plain sentences, "
+            "describe what the image actually shows and name the most visible way it misses the prompt or its most "
+            "visible flaw. No lists, no preamble.")
+
+
+def caption_images(client, images, prompt: str = CAPTION_PROMPT, max_side: int = 512) -> list[str]:
+    """One caption per image from a vision chat model, through OllamaClient.chat (or anything with `.client`)."""
+    chat = getattr(client, "chat", None) or getattr(getattr(client, "client", None), "chat", None)
+    if chat is None:
+        raise InvalidParameter("client", f"{type(client).__name__} has no chat(messages) method")
+    captions = []
+    for index, image in enumerate(_flat(image_groups(images))):
+        message = {"role": "user", "content": prompt, "images": [png_base64(image, max_side)]}
+        reply = chat([message], options={"temperature": 0.2})
+        text = (reply.text or "").strip()
+        if not text:
+            raise ScoringFailed(f"the vision model returned an empty caption for image {index}")
+        captions.append(text)
+    return captions
+
+
+def png_base64(image: torch.Tensor, max_side: int = 512) -> str:
+    """[H, W, 3] -> base64 PNG, shrunk so the longer side is at most `max_side` (vision models tile large images)."""
+    picture = tensor_to_pil(image)
+    if max(picture.size) > max_side:
+        picture.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The seed's provider answer, by fixed rules on the scores
+
+# CLIPScore bands (100 * cos). For CLIP ViT-L/14, an image that shows its prompt usually lands in the high 20s to
+# 30s and an unrelated one in the teens; the bands are rules for wording, not measurements of this image.
+ALIGNMENT_STRONG, ALIGNMENT_WEAK = 30.0, 20.0
+AESTHETIC_BANDS = {"laion": (6.0, 5.0), "v2.5": (5.5, 4.0)}   # (high from, low below)
+
+
+def describe_score(score: ImageScore, aesthetic_kind: str = "laion") -> dict[str, Any]:
+    """{alignmentScore, aestheticScore, analysis, strengths, weaknesses}: each sentence states a score and the rule
+    that produced it; a caption, when present, is quoted as the vision model's words."""
+    high, low = AESTHETIC_BANDS.get(aesthetic_kind, AESTHETIC_BANDS["laion"])
+    align, aes = score.alignment, score.aesthetic
+    strengths, weaknesses = [], []
+    if align >= ALIGNMENT_STRONG:
+        strengths.append(f"Strong prompt alignment (CLIPScore {align:.1f} >= {ALIGNMENT_STRONG:g})")
+    elif align >= ALIGNMENT_WEAK:
+        weaknesses.append(f"Only moderate prompt alignment (CLIPScore {align:.1f}, between {ALIGNMENT_WEAK:g} "
+                          f"and {ALIGNMENT_STRONG:g})")
+    else:
+        weaknesses.append(f"Weak prompt alignment (CLIPScore {align:.1f} < {ALIGNMENT_WEAK:g})")
+    if aes >= high:
+        strengths.append(f"High aesthetic score ({aes:.2f} >= {high:g} on the {aesthetic_kind} predictor)")
+    elif aes >= low:
+        weaknesses.append(f"Only average aesthetic score ({aes:.2f}, between {low:g} and {high:g} on the "
+                          f"{aesthetic_kind} predictor)")
+    else:
+        weaknesses.append(f"Low aesthetic score ({aes:.2f} < {low:g} on the {aesthetic_kind} predictor)")
+    analysis = (f"CLIP alignment {align:.1f}/100 and aesthetic {aes:.2f}/10 ({aesthetic_kind} predictor). "
+                f"{len(strengths)} strength(s), {len(weaknesses)} weakness(es) by the score bands.")
+    if score.caption:
+        analysis += f" Vision model's description: {score.caption}"
+    result = {
+        # The seed's client rejects aesthetic scores outside 0..10; the unclamped value stays in aestheticRaw.
+        "alignmentScore": round(align, 4), "aestheticScore": round(min(max(aes, 0.0), 10.0), 4),
+        "aestheticRaw": round(aes, 4), "analysis": analysis, "strengths": strengths, "weaknesses": weaknesses,
+    }
+    if score.caption:
+        result["caption"] = score.caption
+    return result

@@ -28,3 +28,33 @@ class ProgressBar:
 
     def update(self, value):
         self.update_absolute(self.current + value)
+
+
+# ComfyUI's --disable-progress-bar sets this to False; common_ksampler passes `disable_pbar=not PROGRESS_BAR_ENABLED`.
+PROGRESS_BAR_ENABLED = True
+
+
+def set_progress_bar_enabled(enabled):
+    global PROGRESS_BAR_ENABLED
+    PROGRESS_BAR_ENABLED = enabled
+
+
+def load_torch_file(ckpt, safe_load=False, device=None, return_metadata=False):
+    """safetensors files only (all the pack's tests write); same signature and return shape as 0.3.64."""
+    import safetensors
+
+    device = device or "cpu"
+    with safetensors.safe_open(ckpt, framework="pt", device=str(device)) as f:
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+        metadata = f.metadata()
+    return (sd, metadata) if return_metadata else sd
+
+
+def repeat_to_batch_size(tensor, batch_size, dim=0):
+    if tensor.shape[dim] > batch_size:
+        return tensor.narrow(dim, 0, batch_size)
+    if tensor.shape[dim] < batch_size:
+        repeats = [1] * tensor.dim()
+        repeats[dim] = -(-batch_size // tensor.shape[dim])
+        return tensor.repeat(*repeats).narrow(dim, 0, batch_size)
+    return tensor
