@@ -84,15 +84,18 @@ class SearchRun:
         except BaseException as exc:
             self._close("error", "failed", describe_error(exc))
             raise
-        self._close(stop_reason, status, None)
-        if not self.survivors:
-            if stop_reason == "interrupted":
-                raise Interrupted(f"interrupted before any candidate finished; the record is in {self.record.run_dir}")
-            errors = [c.error for c in self.candidates.values() if c.error]
-            raise GenerationFailed(f"no candidate could be rendered and scored (first error: "
-                                   f"{errors[0] if errors else 'none recorded'}); the record is in "
-                                   f"{self.record.run_dir}")
-        return self.result()
+        if self.survivors:
+            self._close(stop_reason, status, None)
+            return self.result()
+        if stop_reason == "interrupted":
+            self._close(stop_reason, status, None)
+            raise Interrupted(f"interrupted before any candidate finished; the record is in {self.record.run_dir}")
+        errors = [c.error for c in self.candidates.values() if c.error]
+        failure = GenerationFailed(
+            f"no candidate could be rendered and scored (first error: {errors[0] if errors else 'none recorded'}); "
+            f"the record is in {self.record.run_dir}")
+        self._close(stop_reason, "failed", str(failure))
+        raise failure
 
     def _rounds(self) -> str:
         while True:

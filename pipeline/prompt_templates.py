@@ -235,7 +235,11 @@ def retry_user(problem: str, schema: Mapping) -> str:
 
 
 # Severity bands of the critique: (minor above, significant below) on each dimension's own score.
-SEVERITY_BANDS = {"what": ("alignment", 80.0, 60.0, "/100"), "how": ("aesthetic", 8.0, 6.0, "/10")}
+# Calibrated to the scores the scorer really gives, not to their nominal ranges: CLIPScore (100*cos, ViT-L/14)
+# of a well-matched image sits around 28-35 and rarely passes 40; the LAION predictor gives most images 4.5-6.5
+# and 6.5+ to the best photographs. Bands of 80/60 and 8/6 (the reference system's) would call every image
+# "significant" and push the LLM into rewrites where a touch-up is due.
+SEVERITY_BANDS = {"what": ("alignment", 32.0, 26.0, "/100"), "how": ("aesthetic", 6.5, 5.5, "/10")}
 
 
 def severity(dimension: str, scores: Mapping[str, Any]) -> tuple[str, str]:

@@ -219,9 +219,12 @@ class ComfyClient:
             raise ComfyError(f"ComfyUI at {self.url} answered POST /prompt with HTTP {response.status_code} and "
                              f"no JSON ({response.text[:120]!r})") from None
         if response.status_code == 400 or (response.ok and body.get("node_errors")):
+            lines = format_rejection(body, workflow)
             if response.ok and body.get("prompt_id"):
                 self.cancel(body["prompt_id"])     # queued with invalid branches skipped: don't leave it running
-            raise WorkflowRejected(format_rejection(body, workflow))
+                lines.append(f"  (ComfyUI had queued the valid part as prompt {body['prompt_id']}; it was "
+                             "cancelled so that nothing half-runs)")
+            raise WorkflowRejected(lines)
         if not response.ok or "prompt_id" not in body:
             raise ComfyError(f"ComfyUI at {self.url} answered POST /prompt with HTTP {response.status_code}: "
                              f"{str(body)[:200]}")
@@ -288,8 +291,10 @@ def follow(ws, prompt_id: str, workflow: dict, deadline: Optional[float], should
                 if data.get("node") is None and data.get("prompt_id") == prompt_id:
                     return "done"
                 node = str(data.get("node"))
-                bar.reset(total=None)
-                bar.set_description(f"node {node} {workflow.get(node, {}).get('class_type', '')}".strip())
+                bar.reset()
+                bar.total = None                         # reset() keeps the previous node's total
+                bar.set_postfix_str("", refresh=False)
+                bar.set_description_str(f"node {node} {workflow.get(node, {}).get('class_type', '')}".strip())
             elif kind == "progress":
                 bar.total = data.get("max") or None
                 bar.n = data.get("value") or 0

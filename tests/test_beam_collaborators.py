@@ -27,10 +27,10 @@ class HashGenerator:
     """Renders [H, W, 3] images from a hash of (prompt, seed). `fail_when(prompt, seed) -> bool` makes chosen
     requests fail (a batch containing one fails as a whole, like a real backend error mid-batch)."""
 
-    def __init__(self, size: int = 32, steps_per_image: int = 2, fail_when=None):
-        self.size = size
+    def __init__(self, steps_per_image: int = 2, fail_when=None, quality=None):
         self.steps_per_image = steps_per_image
         self.fail_when = fail_when
+        self.quality = quality             # quality(prompt, seed) -> red level in [0, 1] (StatsScorer alignment)
         self.calls: list[list] = []        # the requests of every generate() call
         self._lock = threading.Lock()
 
@@ -41,7 +41,10 @@ class HashGenerator:
         xs = torch.linspace(0, 1, width).view(1, width, 1)
         wave = torch.sin(2 * torch.pi * (ys * (1 + 4 * u[3]) + xs * (1 + 4 * u[4])))
         amplitude = torch.tensor(u[5:8]).view(1, 1, 3) * 0.3
-        return (base * 0.7 + 0.15 + amplitude * wave).clamp(0, 1)
+        image = (base * 0.7 + 0.15 + amplitude * wave).clamp(0, 1)
+        if self.quality is not None:
+            image[..., 0] = float(self.quality(prompt, seed))
+        return image
 
     def generate(self, requests: Sequence, on_step=None, should_stop=None) -> list:
         with self._lock:
@@ -56,13 +59,12 @@ class HashGenerator:
         for request in requests:
             if self.fail_when is not None and self.fail_when(request.prompt, request.seed):
                 raise GenerationFailed(f"backend error on {request.prompt[:30]!r}")
-            size = self.size
-            image = self.render(request.prompt, request.seed, size, size)
+            image = self.render(request.prompt, request.seed, request.width, request.height)
             results.append(GenerationResult(image=image, seed=request.seed, seconds=0.0, prompt=request.prompt))
         return results
 
     def describe(self) -> dict:
-        return {"backend": "hash", "model": "hash-generator", "size": self.size}
+        return {"backend": "hash", "model": "hash-generator"}
 
 
 class StatsScorer:
@@ -154,7 +156,7 @@ class FastOps:
 # ---- the collaborators are themselves deterministic and discriminating ----------------------------------------
 def test_hash_generator_is_deterministic_and_prompt_sensitive():
     from pipeline.generation import GenerationRequest
-    gen = HashGenerator(size=16)
+    gen = HashGenerator()
     a = gen.generate([GenerationRequest("a cat", 1, 16, 16)])[0].image
     b = gen.generate([GenerationRequest("a cat", 1, 16, 16)])[0].image
     c = gen.generate([GenerationRequest("a dog", 1, 16, 16)])[0].image

@@ -1,5 +1,6 @@
 """The seed's Flux HTTP service (`python -m pipeline.services.flux`) as a real subprocess on loopback."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,13 +107,23 @@ def test_lora_for_another_architecture_is_a_422(flux_service, foreign_lora_path)
     assert post(flux_service, seed=1).status_code == 200                # the service carries on
 
 
+def start_service(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline.services.flux", "--port", "1", "--device", "cpu", *args],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FLUX_LORAS": "", "FLUX_LORAS_DIR": ""})
+
+
 def test_startup_with_a_missing_model_fails_with_its_name(tmp_path):
     missing = tmp_path / "no_model_here"
-    done = subprocess.run([sys.executable, "-m", "pipeline.services.flux", "--port", "1", "--model", str(missing),
-                           "--device", "cpu"], cwd=Path(__file__).resolve().parents[1], capture_output=True,
-                          text=True, timeout=120)
+    done = start_service("--model", str(missing))
     assert done.returncode == 1
     assert f"error: model {str(missing)!r} not found" in done.stderr
+
+
+def test_startup_with_a_missing_default_lora_fails_before_serving(tiny_flux_dir):
+    done = start_service("--model", str(tiny_flux_dir), "--lora", "absent_style:0.8:abs")
+    assert done.returncode == 1
+    assert "error: LoRA 'absent_style' not found" in done.stderr
 
 
 def test_png_carries_the_full_metadata(flux_service):

@@ -126,7 +126,7 @@ def test_full_chain_of_nodes_against_fake_ollama(pack, comfy_base, fake_ollama):
     assert len(bodies) == 5
     assert [b["options"]["seed"] for b in bodies] == [1, 2, 3, 4, 5]
     assert all(b["keep_alive"] == "10m" and b["options"]["top_k"] == 20 and b["think"] is False for b in bodies)
-    assert "Severity: significant (alignment 24.5/100 is below 60)" in bodies[3]["messages"][-1]["content"]
+    assert "Severity: significant (alignment 24.5/100 is below 26)" in bodies[3]["messages"][-1]["content"]
     assert "score 20.0 -> 24.5 (better)" in bodies[4]["messages"][-1]["content"]
     assert fake_ollama.unloads == []
 

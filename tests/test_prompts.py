@@ -239,10 +239,10 @@ def test_combine_template_is_deterministic_and_offline(fake_ollama, engine):
 # -- critique --------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dimension, scores, level", [
-    ("what", {"alignment": 85.0, "aesthetic": 3.0}, "minor"), ("what", {"alignment": 80.0}, "moderate"),
-    ("what", {"alignment": 60.0}, "moderate"), ("what", {"alignment": 59.9}, "significant"),
-    ("how", {"aesthetic": 8.5, "alignment": 10.0}, "minor"), ("how", {"aesthetic": 6.0}, "moderate"),
-    ("how", {"aesthetic": 5.9}, "significant")])
+    ("what", {"alignment": 33.0, "aesthetic": 3.0}, "minor"), ("what", {"alignment": 32.0}, "moderate"),
+    ("what", {"alignment": 26.0}, "moderate"), ("what", {"alignment": 25.9}, "significant"),
+    ("how", {"aesthetic": 6.6, "alignment": 10.0}, "minor"), ("how", {"aesthetic": 5.5}, "moderate"),
+    ("how", {"aesthetic": 5.4}, "significant")])
 def test_severity_bands(dimension, scores, level):
     assert severity(dimension, scores)[0] == level
 
@@ -257,19 +257,19 @@ def test_critique_returns_the_three_keys_and_states_severity(fake_ollama, engine
     user = last_user(body)
     assert "Scores: alignment 27.3/100, aesthetic 6.40/10, total 38.3" in user
     assert 'Caption of the rendered image: "a dog in the snow"' in user
-    assert "Severity: significant (alignment 27.3/100 is below 60)" in user
+    assert "Severity: moderate (alignment 27.3/100 is between 26 and 32)" in user
 
 
 def test_critique_fallback_is_rule_based_on_scores_and_caption(fake_ollama, engine):
     fake_ollama.script("/api/chat", reply({"critique": ""}), {"content": "{}"})
-    result = engine.critique(REQUEST, "A fox lies in snow.", "Soft light.", "p", {"alignment": 27.3}, "what",
+    result = engine.critique(REQUEST, "A fox lies in snow.", "Soft light.", "p", {"alignment": 21.3}, "what",
                              caption="a dog sleeping in the snow")
     assert result.fallback and result.problem == "'critique' was missing or empty"
     assert result.value == {
         "critique": "The image does not clearly show what was requested. red, fox are missing from the image "
                     "caption.",
         "recommendation": "Name red, fox explicitly, early in the WHAT text, as visible physical details.",
-        "reason": "Rule-based (significant change because alignment 27.3/100 is below 60)."}
+        "reason": "Rule-based (significant change because alignment 21.3/100 is below 26)."}
 
 
 def test_critique_needs_the_score_of_its_dimension(engine):
@@ -376,4 +376,4 @@ def test_critique_accepts_numpy_scores(fake_ollama, engine):
     result = engine.critique(REQUEST, "w", "h", "p", {"alignment": np.float32(82.5), "aesthetic": np.float64(7.0)},
                              "what")
     assert not result.fallback
-    assert "Severity: minor (alignment 82.5/100 is above 80)" in last_user(fake_ollama.bodies()[0])
+    assert "Severity: minor (alignment 82.5/100 is above 32)" in last_user(fake_ollama.bodies()[0])

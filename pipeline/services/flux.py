@@ -160,9 +160,9 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     try:
+        # The default LoRAs load now: a bad one stops the service at startup, not at its first request.
         generator = DiffusersFluxGenerator(args.model, base=args.base, device=args.device, dtype=args.dtype,
-                                           offload=args.offload, max_batch=1)
-        generator.use_loras(args.loras)    # load the default LoRAs now: a bad one fails at startup, not later
+                                           offload=args.offload, max_batch=1, loras=args.loras)
     except PromptBeamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidParameter) else 1

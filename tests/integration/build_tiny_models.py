@@ -23,14 +23,17 @@ def build_taesd(path):
     generator = torch.Generator().manual_seed(11)
     sd = {}
     for name, tensor in sorted(model.state_dict().items()):
-        if name.endswith("bias"):
-            value = torch.zeros(tensor.shape)
-        elif tensor.dim() == 4:   # He init keeps activations alive through the ReLU stacks
+        if tensor.dim() == 4:   # variance-preserving init through the ReLU stacks
             fan_in = tensor.shape[1] * tensor.shape[2] * tensor.shape[3]
-            value = torch.randn(tensor.shape, generator=generator) * math.sqrt(2.0 / fan_in)
+            sd[name] = torch.randn(tensor.shape, generator=generator) * math.sqrt(1.0 / fan_in)
         else:
-            value = torch.randn(tensor.shape, generator=generator)
-        sd[name] = value.contiguous()
+            sd[name] = torch.zeros(tensor.shape)
+    # The decoder's output layer is damped and centred on mid-grey, so decoded images spread over [0, 1]
+    # instead of clipping to black and white (a flat image would make pixel comparisons meaningless).
+    last = max((n for n in sd if n.startswith("taesd_decoder.") and n.endswith(".weight")),
+               key=lambda n: int(n.split(".")[1]))
+    sd[last] = sd[last] * 0.3
+    sd[last[:-len("weight")] + "bias"] = torch.full(sd[last[:-len("weight")] + "bias"].shape, 0.5)
     # Without these two scalars in the file, decode() reads uninitialised memory and returns NaN.
     sd["vae_scale"] = torch.tensor(1.0)
     sd["vae_shift"] = torch.tensor(0.0)
