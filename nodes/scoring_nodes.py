@@ -189,6 +189,8 @@ class PromptBeamScore:
         scorer = _check_scorer(scorer)
         if not 0.0 <= float(alpha) <= 1.0:
             raise InvalidParameter("alpha", f"must be between 0 and 1, got {alpha}")
+        if not (prompt or "").strip():
+            raise InvalidParameter("prompt", "is empty; give the prompt the images should show")
         batch = to_batch(images)
         scores = scorer.score(batch, prompt)
         if vision_llm is not None:

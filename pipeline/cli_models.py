@@ -182,7 +182,8 @@ def inspect_clip(spec: Optional[str]) -> Finding:
     try:
         name, tag = parse_clip_id(spec)          # the scorer's own check: same rules, same messages
     except (InvalidParameter, ModelNotFound) as exc:
-        return fail(_without_name(exc), invalid=True)
+        message = _without_name(exc)
+        return fail(message[len("clip_model "):] if message.startswith("clip_model ") else message, invalid=True)
     if name.startswith("local-dir:"):
         return ok(f"local folder {name[len('local-dir:'):]}")
     if name.startswith("hf-hub:"):

@@ -129,7 +129,6 @@ class SearchPlan:
 
 def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = None) -> SearchPlan:
     from .beam_config import BeamConfig         # no torch import: parameter errors answer at once
-    from .generation import GenerationRequest
 
     settings_env = env_settings or Settings.from_env()
     given = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name, None) is not None}
@@ -165,6 +164,8 @@ def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = Non
         if out_root.exists() and not out_root.is_dir():
             raise InvalidParameter("out", f"{out_root} exists and is not a folder")
         run_dir = out_root / new_run_id()
+    from .generation import GenerationRequest
+
     GenerationRequest(prompt=user_prompt, seed=config.seed, width=config.width, height=config.height,
                       steps=config.steps, guidance=config.guidance).validate()
 

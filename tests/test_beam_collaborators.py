@@ -94,6 +94,11 @@ class StatsScorer:
         return {"clip_model": "pixel-stats"}
 
 
+_WORDS = ("amber", "brass", "cobalt", "dusk", "ember", "fjord", "glacier", "harbour", "indigo", "jade", "kelp",
+          "lantern", "mist", "nacre", "ochre", "pewter", "quartz", "rust", "slate", "tide", "umber", "velvet",
+          "willow", "xenon", "yarrow", "zinc")
+
+
 class _Result:
     def __init__(self, value, fallback=False):
         self.value, self.fallback, self.stats = value, fallback, None
@@ -134,8 +139,13 @@ class FastOps:
                   history=list(history), seed=seed)
         if self.duplicate_children:
             return _Result([prompt] * n, fallback=True)
-        return _Result([f"{prompt} +{dimension}{j}-{hashlib.sha256(f'{prompt}{seed}{j}'.encode()).hexdigest()[:5]}"
-                        for j in range(n)])
+        variants = []
+        for j in range(n):
+            # keep the parent's first words and add a few new ones, so siblings differ by several tokens
+            u = _unit(prompt, seed, j)
+            new_words = " ".join(_WORDS[int(x * len(_WORDS)) % len(_WORDS)] for x in u[:5])
+            variants.append(f"{' '.join(prompt.split()[:6])} +{dimension}{j} {new_words}")
+        return _Result(variants)
 
     def combine(self, what, how, descriptiveness=2, style="natural", seed=None):
         self._log("combine", what=what, how=how, seed=seed)

@@ -122,8 +122,10 @@ def test_score_node_rejects_bad_inputs(nodes, scorer):
         node.score(scorer, solid_batch(), "a fox", alpha=1.5)
     with pytest.raises(InvalidParameter, match="expects the output of a Prompt Beam Scorer Loader"):
         node.score("not a scorer", solid_batch(), "a fox")
-    with pytest.raises(InvalidParameter, match="empty"):
+    with pytest.raises(InvalidParameter, match="the batch is empty"):
         node.score(scorer, torch.zeros(0, 8, 8, 3), "a fox")
+    with pytest.raises(InvalidParameter, match="^prompt: is empty"):
+        node.score(scorer, solid_batch(), "  ")
 
 
 def test_select_best(nodes, scorer):
