@@ -219,7 +219,8 @@ class ComfyFluxGenerator:
                                    f"({type(exc).__name__}: {exc})") from exc
         if images.dim() == 5:   # video VAEs return [B, T, H, W, 3]; VAEDecode folds T into the batch
             images = images.reshape(-1, *images.shape[-3:])
-        return images[0].float().cpu()
+        # clone() outside inference mode: callers (scorers, the record) may edit the image in place.
+        return images[0].float().cpu().clone()
 
     @staticmethod
     def _raise_if_stopped(should_stop: Optional[StopCheck]):

@@ -171,6 +171,7 @@ def test_image_equals_the_standard_chain_for_the_same_seed():
     other_seed = standard_chain(model, clip, vae, "a red fox in the snow", 124, steps=4, guidance=2.5)
     assert not torch.allclose(result.image, other_seed)   # the comparison can fail: seeds matter
     assert result.seed == 123 and result.prompt == "a red fox in the snow"
+    assert not result.image.is_inference()   # usable, even in place, outside ComfyUI's inference mode
 
 
 def test_lora_image_equals_lora_loader_plus_trigger_words(style_lora):

@@ -95,7 +95,12 @@ def test_generator_image_equals_the_standard_chain_pixel_for_pixel(comfy_server)
              **prompt_beam_branch(f"{tag}pb", "a red fox in the snow", 42),
              **standard_branch(f"{tag}std", "a red fox in the snow", 42),
              **standard_branch(f"{tag}seed", "a red fox in the snow", 43),
-             **standard_branch(f"{tag}text", "a lighthouse at night", 42)}
+             **standard_branch(f"{tag}text", "a lighthouse at night", 42),
+             # An ancestral sampler draws fresh noise from the seed inside KSampler: the seed must reach it too.
+             **prompt_beam_branch(f"{tag}pbanc", "a red fox in the snow", 42, sampler="euler_ancestral",
+                                  scheduler="beta", guidance=5.0),
+             **standard_branch(f"{tag}stdanc", "a red fox in the snow", 42, sampler="euler_ancestral",
+                               scheduler="beta", guidance=5.0)}
     entry = comfy_server.run(graph)
     assert entry["status"]["status_str"] == "success", entry["status"]
     ours, theirs = pixels(comfy_server, entry, f"{tag}pb"), pixels(comfy_server, entry, f"{tag}std")
@@ -104,7 +109,10 @@ def test_generator_image_equals_the_standard_chain_pixel_for_pixel(comfy_server)
     # The comparison can fail: another seed or another prompt gives another picture.
     assert not np.array_equal(ours, pixels(comfy_server, entry, f"{tag}seed"))
     assert not np.array_equal(ours, pixels(comfy_server, entry, f"{tag}text"))
-    print(f"\n[real ComfyUI] 4 branches x {STEPS} steps at {SIZE}px: {run_seconds(entry):.2f}s "
+    ancestral = pixels(comfy_server, entry, f"{tag}pbanc")
+    assert np.array_equal(ancestral, pixels(comfy_server, entry, f"{tag}stdanc"))
+    assert not np.array_equal(ancestral, ours)
+    print(f"\n[real ComfyUI] 6 branches x {STEPS} steps at {SIZE}px: {run_seconds(entry):.2f}s "
           f"(server startup {comfy_server.startup_s:.1f}s)")
 
 
