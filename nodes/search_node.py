@@ -61,6 +61,12 @@ def run_id_for(run_name: str):
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}" if name else None
 
 
+def _raise_interrupted():
+    """End the node the way ComfyUI expects an interrupted node to end (and consume its interrupt flag)."""
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    raise comfy.model_management.InterruptProcessingException()
+
+
 class _ComfyProgress:
     """Search callbacks -> ComfyUI: ProgressBar over all images, previews, progress text, interrupt flag."""
 
@@ -201,11 +207,11 @@ class PromptBeamSearch:
         try:
             result = BeamSearch(llm, generator, scorer, config, callbacks).run(prompt, out_root, run_id_for(run_name))
         except Interrupted as exc:
-            raise comfy.model_management.InterruptProcessingException() from exc
+            log.info("Prompt Beam: %s", exc)
+            _raise_interrupted()
         if result.stop_reason == "interrupted" or progress.interrupted:
             log.info("Prompt Beam: interrupted; the record is complete in %s", result.run_dir)
-            comfy.model_management.throw_exception_if_processing_interrupted()   # raises and clears the flag
-            raise comfy.model_management.InterruptProcessingException()
+            _raise_interrupted()
         log.info("Prompt Beam: %s after %d rounds, best %s (total %.2f), record in %s", result.stop_reason,
                  len(result.report["iterations"]), result.best.id, result.best.total, result.run_dir)
         report = json.dumps(result.report, ensure_ascii=False)

@@ -133,6 +133,7 @@ def test_interrupt_flag_set_before_start(comfy_base, inputs):
     comfy.model_management.interrupt_current_processing(True)
     with pytest.raises(comfy.model_management.InterruptProcessingException):
         Search().search(**inputs)
+    assert comfy.model_management.processing_interrupted() is False
     (run_dir,) = list((comfy_base / "output" / "promptbeam").iterdir())
     assert json.loads((run_dir / "report.json").read_text())["candidates"] == []
 
