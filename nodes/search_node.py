@@ -84,7 +84,10 @@ class _ComfyProgress:
 
     def on_candidate(self, candidate, image) -> None:
         if image is not None:
-            self._preview = ("PNG", tensor_to_pil(image), self._preview_size)
+            pil = tensor_to_pil(image)
+            # ComfyUI resizes a preview to fit max_size, enlarging small ones too: only bound the large ones.
+            limit = self._preview_size if max(pil.size) > self._preview_size else None
+            self._preview = ("PNG", pil, limit)
         self._last_candidate = candidate
         if self.server is not None:
             self.server.send_sync(CANDIDATE_EVENT, {"node": self.node_id, "candidate": candidate.to_dict()},

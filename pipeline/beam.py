@@ -90,6 +90,8 @@ class BeamSearch:
         if path.is_dir():
             path = path / REPORT_NAME
         source = RunRecord.open(path.parent).report
+        if not source["iterations"]:
+            raise InvalidParameter("report", f"{path} has no finished round to replay")
         config = _with_overrides(BeamConfig.from_dict(source["config"]), overrides, REPLAY_OVERRIDES)
         search = cls(None, generator, scorer, config, callbacks)
         record_config = search._record_config(config)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from .beam_config import BeamConfig
 from .beam_selection import DuplicateIndex, choose_dimension, derive_seed, edit_history, normalise_prompt
 from .beam_types import STAGE_LLM, STATUS_FAILED, Candidate, StopRequested, candidate_id, describe_error
-from .errors import PromptBeamError
+from .errors import InvalidParameter, PromptBeamError
 
 
 @dataclass
@@ -39,7 +39,7 @@ class _Draft:
 
 
 class KnownPrompts:
-    """Everything already in the run, so a new prompt that repeats an old one is dropped before rendering."""
+    """The prompts already rendered in the run, so a new prompt that repeats one is dropped before rendering."""
 
     def __init__(self):
         self.prompts = DuplicateIndex()
@@ -61,9 +61,15 @@ class RoundPlanner:
         self.fallbacks = 0
         self._lock = threading.Lock()
 
+    def _require_llm(self, iteration: int) -> None:
+        if self.ops is None:
+            raise InvalidParameter("llm", f"round {iteration} has no recorded prompts, so it needs the prompt "
+                                          f"operations (an LLM): pass them to BeamSearch")
+
     # ---- round 0 ------------------------------------------------------------------------------------------------
     def plan_initial(self, known: KnownPrompts) -> RoundPlan:
         """N WHAT+HOW pairs from ONE expand call per dimension (pair i with i), then combined."""
+        self._require_llm(0)
         n = self.config.beam_width
         expansions = self._concurrently([
             lambda dim=dim: self._call("expand_" + dim, self.ops.expand, self.user_prompt, dim, n,
@@ -86,6 +92,7 @@ class RoundPlanner:
     # ---- refinement rounds --------------------------------------------------------------------------------------
     def plan_refinement(self, iteration: int, parents: Sequence[Candidate], pool: Sequence[Candidate],
                         candidates: Mapping[str, Candidate], known: KnownPrompts) -> RoundPlan:
+        self._require_llm(iteration)
         n_children = self.config.children_per_parent
         dims = [choose_dimension(self.config.dimension_policy, p, pool, iteration) for p in parents]
 

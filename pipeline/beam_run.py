@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -36,7 +36,8 @@ class SearchRun:
         self.candidates: dict[str, Candidate] = {c.id: c for c in record.candidates()}
         self.known = KnownPrompts()
         for candidate in self.candidates.values():
-            self.known.add(candidate)
+            if candidate.ok:
+                self.known.add(candidate)
         self.iterations: list[dict] = list(record.report["iterations"])
         last = self.iterations[-1] if self.iterations else None
         self.survivors = [self.candidates[i] for i in last["survivors"]] if last else []
@@ -150,7 +151,8 @@ class SearchRun:
             image = images.get(candidate.id) if candidate.ok else None
             self.record.add_candidate(candidate, image)
             self.candidates[candidate.id] = candidate
-            self.known.add(candidate)
+            if candidate.ok:     # a failed prompt may be tried again by another parent
+                self.known.add(candidate)
             if image is not None:
                 self.images[candidate.id] = image
             self.images_done += 1
@@ -171,8 +173,9 @@ class SearchRun:
                  "best": best.id if best else None, "best_total": best.total if best else None}
         self.iterations.append(entry)
         self.survivors = survivors
-        self._round_timings.append({"iteration": plan.iteration, **{
-            key: now - before for (key, now), before in zip(self._phase_totals().items(), self._round_start.values())}})
+        now = self._phase_totals()
+        self._round_timings.append({"iteration": plan.iteration,
+                                    **{key: now[key] - self._round_start[key] for key in now}})
         self._save_timings()
         self.record.report["pending"] = None
         self.record.add_iteration(entry)

@@ -154,11 +154,11 @@ def flux_kwargs(settings: dict) -> dict:
 
 def inspect_loras(loras: Sequence[LoraSpec]) -> Finding:
     """Each file found the way the generator will look for it, and holding Flux (not SD/SDXL) keys."""
+    if not loras:
+        return ok("none")
     from .diffusers_flux import check_lora_keys, default_lora_dirs, resolve_lora_file
     from .errors import ModelNotFound
 
-    if not loras:
-        return ok("none")
     found = []
     for lora in loras:
         try:
@@ -179,13 +179,17 @@ def inspect_clip(spec: Optional[str]) -> Finding:
     from .scoring import parse_clip_id
 
     spec = (spec or "").strip()
+    if spec.startswith("local-dir:"):             # the scorer's rule, checked without importing open_clip
+        folder = os.path.abspath(os.path.expanduser(spec[len("local-dir:"):]))
+        if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
+            return fail(f"{spec}: {os.path.join(folder, 'open_clip_config.json')} not found (a local-dir: folder "
+                        "holds open_clip_config.json and open_clip_model.safetensors)", invalid=True)
+        return ok(f"local folder {folder}")
     try:
         name, tag = parse_clip_id(spec)          # the scorer's own check: same rules, same messages
     except (InvalidParameter, ModelNotFound) as exc:
         message = _without_name(exc)
         return fail(message[len("clip_model "):] if message.startswith("clip_model ") else message, invalid=True)
-    if name.startswith("local-dir:"):
-        return ok(f"local folder {name[len('local-dir:'):]}")
     if name.startswith("hf-hub:"):
         return _hub_finding(name[len("hf-hub:"):].strip("/"), "open_clip hub model", ("open_clip_config.json",),
                             "several hundred MB")
@@ -260,13 +264,23 @@ def check_head_fits_clip(aesthetic_spec: Optional[str], clip_spec: Optional[str]
         path = aesthetic.resolve_aesthetic_path(aesthetic_spec, allow_download=False)
     except ModelNotFound:
         return                                    # LAION's default head, downloaded on first use (ViT-L-14 width)
-    width = configured_embed_dim(clip_spec)
+    width = _local_dir_embed_dim(clip_spec) if (clip_spec or "").startswith("local-dir:") else \
+        configured_embed_dim(clip_spec)
     if width is None:
         return
     try:
         aesthetic.check_head_fits(aesthetic.load_laion_head(path).input_dim, width, clip_spec, path)
     except (InvalidParameter, ModelNotFound) as exc:
         raise InvalidParameter(flag, _without_name(exc)) from None
+
+
+def _local_dir_embed_dim(clip_spec: str) -> Optional[int]:
+    import json
+
+    folder = os.path.expanduser(clip_spec[len("local-dir:"):])
+    with open(os.path.join(folder, "open_clip_config.json"), encoding="utf-8") as handle:
+        width = json.load(handle).get("model_cfg", {}).get("embed_dim")
+    return width if isinstance(width, int) else None
 
 
 def resolved_device_type(device: Optional[str]) -> str:

@@ -190,14 +190,15 @@ def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = Non
         "device": args.device,
         "offload": bool(args.offload),
     }
+    # Cheapest checks first: the CLIP ones import open_clip, which takes seconds.
     cli_models.check_flux(settings["flux"], settings["flux_base"], flag="flux")
     cli_models.check_loras(loras, flag="lora" if args.lora is not None else "FLUX_LORAS")
-    cli_models.check_clip(settings["clip"], flag="clip")
-    cli_models.check_aesthetic(settings["aesthetic"], flag="aesthetic")
-    cli_models.check_head_fits_clip(settings["aesthetic"], settings["clip"], flag="aesthetic")
     settings["device"] = cli_models.check_device(args.device, flag="device")
     if settings["offload"] and cli_models.resolved_device_type(settings["device"]) == "cpu":
         raise InvalidParameter("offload", "moves Flux's parts to the GPU only while they run; this run is on the CPU")
+    cli_models.check_clip(settings["clip"], flag="clip")
+    cli_models.check_aesthetic(settings["aesthetic"], flag="aesthetic")
+    cli_models.check_head_fits_clip(settings["aesthetic"], settings["clip"], flag="aesthetic")
     return SearchPlan(config=config, user_prompt=user_prompt, out_root=out_root, run_dir=run_dir,
                       resume=bool(args.resume), settings=settings, overrides=overrides)
 
@@ -291,7 +292,8 @@ def run(args: argparse.Namespace) -> int:
     from .prompts import PromptEngine
 
     client = OllamaClient(s["ollama_url"], s["llm_model"])
-    client.check()                       # fail in a second if Ollama is down or the model is not pulled
+    # Fail in a second if Ollama is down or the model is not pulled, not after loading Flux.
+    OllamaClient(s["ollama_url"], s["llm_model"], timeout=30, retries=1).check()
     say(f"Ollama {client.base_url}: model {client.model} ready")
 
     from .generation import DiffusersFluxGenerator

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 

@@ -96,7 +96,8 @@ def test_runs_a_search_with_previews_progress_and_a_record(comfy_base, inputs):
     previews = [preview for _, _, preview, _ in ours if preview is not None]
     assert len(previews) == 12
     kind, image, size = previews[0]
-    assert kind == "PNG" and isinstance(image, Image.Image) and image.size == (64, 48) and size == 512
+    assert kind == "PNG" and isinstance(image, Image.Image) and image.size == (64, 48)
+    assert size is None          # already smaller than ComfyUI's preview size: not enlarged
 
     texts = [text for text, node in PromptServer.instance.progress_texts if node == NODE_ID]
     assert texts[0] == "round 1/3 · writing prompts · best –"
@@ -149,3 +150,13 @@ def test_bad_inputs_fail_before_any_work(comfy_base, inputs, fake_ollama, change
         Search().search(**(inputs | changes))
     assert info.value.name == name
     assert fake_ollama.bodies() == [] and not (comfy_base / "output" / "promptbeam").exists()
+
+
+def test_large_previews_are_bounded_to_comfys_preview_size(comfy_base):
+    progress = search_node._ComfyProgress(NODE_ID, 1)
+    progress.on_candidate(sys.modules[f"{PACK_MODULE}.pipeline.beam_types"].Candidate(
+        id="i0c0", iteration=0, index=0, parent=None, dimension=None, what="w", how="h", prompt="p",
+        negative=None, seed=1, status="ok", scores={"alignment": 1.0, "aesthetic": 2.0, "total": 3.0}),
+        torch.rand(600, 800, 3))
+    kind, image, size = progress._preview
+    assert kind == "PNG" and image.size == (800, 600) and size == 512
