@@ -189,7 +189,6 @@ class RoundPlanner:
         ids_by_draft: dict[str, str] = {}
         for i, draft in enumerate(drafts):
             if draft.duplicate_of and not draft.error:
-                plan.duplicates.append(_duplicate_entry(draft, ids_by_draft))
                 continue
             index = len(plan.candidates)
             ids_by_draft[f"draft{i}"] = candidate_id(iteration, index)
@@ -203,6 +202,18 @@ class RoundPlanner:
                 candidate.failed_stage = STAGE_LLM
                 candidate.error = draft.error
             plan.candidates.append(candidate)
+
+        def resolve(key: str) -> Optional[str]:
+            """A "draft{i}" twin -> its candidate id (or, if it was dropped too, what it duplicated)."""
+            while key and key.startswith("draft") and key not in ids_by_draft:
+                key = drafts[int(key[len("draft"):])].duplicate_of
+            return ids_by_draft.get(key, key)
+        for draft in drafts:
+            if draft.duplicate_of and not draft.error:
+                plan.duplicates.append({
+                    "parent": draft.parent.id if draft.parent else None, "dimension": draft.dimension,
+                    "what": draft.what, "how": draft.how, "prompt": draft.prompt or None,
+                    "duplicate_of": resolve(draft.duplicate_of)})
         return plan
 
     def _combine(self, draft: _Draft):
@@ -278,8 +289,3 @@ def _plain_dict(value) -> Optional[dict]:
         return {str(k): v for k, v in value.items()}
     return {"critique": str(value), "recommendation": "", "reason": ""}
 
-
-def _duplicate_entry(draft: _Draft, ids_by_draft: Mapping[str, str]) -> dict:
-    duplicate_of = ids_by_draft.get(draft.duplicate_of, draft.duplicate_of)
-    return {"parent": draft.parent.id if draft.parent else None, "dimension": draft.dimension,
-            "what": draft.what, "how": draft.how, "prompt": draft.prompt or None, "duplicate_of": duplicate_of}

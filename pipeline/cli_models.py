@@ -277,9 +277,12 @@ def check_head_fits_clip(aesthetic_spec: Optional[str], clip_spec: Optional[str]
 def _local_dir_embed_dim(clip_spec: str) -> Optional[int]:
     import json
 
-    folder = os.path.expanduser(clip_spec[len("local-dir:"):])
-    with open(os.path.join(folder, "open_clip_config.json"), encoding="utf-8") as handle:
-        width = json.load(handle).get("model_cfg", {}).get("embed_dim")
+    path = os.path.join(os.path.expanduser(clip_spec[len("local-dir:"):]), "open_clip_config.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            width = json.load(handle).get("model_cfg", {}).get("embed_dim")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InvalidParameter("clip", f"{path} is not a readable open_clip config ({exc})") from None
     return width if isinstance(width, int) else None
 
 
@@ -291,6 +294,18 @@ def resolved_device_type(device: Optional[str]) -> str:
     if torch.cuda.is_available():
         return "cuda"
     return "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu"
+
+
+def check_out_dir(out: str, flag: str = "out") -> None:
+    """The run root must be (or become) a writable folder: find the nearest existing ancestor and ask it."""
+    path = os.path.abspath(os.path.expanduser(out))
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise InvalidParameter(flag, f"{out}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InvalidParameter(flag, f"{out}: no permission to write in {probe}")
 
 
 def check_device(spec: Optional[str], flag: str = "device") -> Optional[str]:

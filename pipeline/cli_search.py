@@ -161,8 +161,7 @@ def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = Non
         user_prompt = args.prompt.strip()
         recorded = {}
         out_root = Path(args.out)
-        if out_root.exists() and not out_root.is_dir():
-            raise InvalidParameter("out", f"{out_root} exists and is not a folder")
+        cli_models.check_out_dir(args.out, flag="out")
         run_dir = out_root / new_run_id()
     from .generation import GenerationRequest
 
@@ -349,7 +348,7 @@ def execute(plan: SearchPlan, ops, generator, scorer) -> int:
         finally:
             bar.close()
     print_summary(result)
-    if result.stop_reason == "interrupted" or stop.requested:
+    if result.stop_reason == "interrupted":      # a Ctrl-C that came after the last candidate changed nothing
         print_resume_hint(result.run_dir)
         return EXIT_INTERRUPTED
     return EXIT_OK

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import struct
 import sys
@@ -329,7 +330,9 @@ def save_outputs(client: ComfyClient, entry: dict, out_dir: Path) -> list[Path]:
                 saved.append(target)
             for index, text in enumerate(texts):
                 suffix = f"_{index}" if len(texts) > 1 else ""
-                target = out_dir / f"node{node_id}_{key}{suffix}{'.json' if _is_json(text) else '.txt'}"
+                label = f"node{node_id}" if node_id.isdigit() else node_id
+                name = re.sub(r"[^A-Za-z0-9_-]", "_", f"{label}_{key}{suffix}")      # ids name files here
+                target = out_dir / f"{name}{'.json' if _is_json(text) else '.txt'}"
                 target.write_text(text, encoding="utf-8")
                 saved.append(target)
     return saved

@@ -318,3 +318,17 @@ def test_the_same_seed_gives_the_same_report(tmp_path):
     assert strip(a.report) == strip(b.report)
     assert strip(a.report) != strip(c.report)
     assert json.loads((a.run_dir / "report.json").read_text()) == a.report
+
+
+def test_identical_siblings_render_once_and_point_at_their_twin(tmp_path):
+    class TwinOps(FastOps):
+        def refine_variants(self, prompt, dimension, critique, user_prompt, n, history=(), seed=None):
+            self._log("refine_variants", prompt=prompt, n=n)
+            return type(super().refine_variants(prompt, dimension, critique, user_prompt, n))(
+                [f"a brand new {dimension} for {prompt[:12]}"] * n)
+    generator = HashGenerator()
+    result = run(tmp_path, TwinOps(), generator, beam_width=4, keep_top=2, iterations=2)
+    round1 = result.report["iterations"][1]
+    assert round1["candidates"] == ["i1c0", "i1c1"]
+    assert [d["duplicate_of"] for d in round1["duplicates"]] == ["i1c0", "i1c1"]
+    assert [len(call) for call in generator.calls] == [4, 2]

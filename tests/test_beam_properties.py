@@ -64,6 +64,8 @@ def test_search_invariants(scenario):
             assert cands[chain[0]].iteration == 0 and chain[-1] == c.id
             assert [cands[i].iteration for i in chain] == sorted({cands[i].iteration for i in chain})
         assert report["lineage"] == lineage(cands, report["best"])
+        for entry in report["iterations"]:
+            assert all(d["duplicate_of"] in cands for d in entry["duplicates"])
 
         # the image budget is respected (retries after a failed batch re-render, they do not add candidates)
         rendered = [c for c in cands.values() if c.failed_stage != "llm"]

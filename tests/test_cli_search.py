@@ -180,6 +180,28 @@ def test_ollama_down_exits_1_with_the_fix(models, tmp_path):
     assert not out.exists()                              # checked before any model load or run directory
 
 
+def test_debug_shows_the_traceback_of_a_failure(models, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    result = cli("search", "a lighthouse", "--ollama-url", url, *models, "--out", tmp_path / "runs", "--debug")
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr and "OllamaUnreachable" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: Cannot reach Ollama at {url}")
+
+
+def test_unexpected_errors_are_one_line_unless_debug(capsys, monkeypatch):
+    """A bug (not a user error) says "internal" and how to see more; the exit code is 1."""
+    from pipeline import cli as cli_module, cli_doctor
+
+    def broken(args):
+        raise KeyError("boom")
+    monkeypatch.setattr(cli_doctor, "run", broken)       # inject the fault; main() builds its parser per call
+    assert cli_module.main(["doctor"]) == 1
+    assert capsys.readouterr().err == "error: internal: KeyError: 'boom' (rerun with --debug for the traceback)\n"
+    assert cli_module.main(["doctor", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.endswith("error: internal: KeyError: 'boom'\n")
+
+
 def test_model_not_pulled_exits_1_with_the_pull_command(fake_ollama, models, tmp_path):
     result = cli("search", "a lighthouse", "--ollama-url", fake_ollama.url, "--llm-model", "nosuch:1b", *models,
                  "--out", tmp_path / "runs")
@@ -195,6 +217,13 @@ def test_model_not_pulled_exits_1_with_the_pull_command(fake_ollama, models, tmp
 def wide_aesthetic(tmp_path_factory) -> str:
     """A LAION-layout head for 512-d embeddings: does not fit the tiny 768-d CLIP."""
     return build_tiny_aesthetic(str(tmp_path_factory.mktemp("wide") / "vit-b-head.pth"), input_dim=512)
+
+
+@pytest.fixture(scope="module")
+def broken_clip(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("broken_clip")
+    (folder / "open_clip_config.json").write_text("{not json")
+    return str(folder)
 
 
 INVALID = [
@@ -221,18 +250,22 @@ INVALID = [
     (["--clip", "local-dir:{missing}"], "error: --clip: local-dir:{missing}: {missing}/open_clip_config.json not found"),
     (["--aesthetic", "{missing}/head.pth"], "error: --aesthetic: aesthetic checkpoint not found: {missing}/head.pth"),
     (["--aesthetic", "{wide}"], "error: --aesthetic: vit-b-head.pth expects 512-d embeddings"),
+    (["--clip", "local-dir:{broken}"], "error: --clip: {broken}/open_clip_config.json is not a readable open_clip"),
+    (["--out", "{file}/runs"], "error: --out: {file}/runs: {file} is a file, not a folder"),
     (["--offload"], "error: --offload: moves Flux's parts to the GPU only while they run; this run is on the CPU"),
     (["--device", "tpu"], "error: --device: 'tpu' is not a device; use cuda, cuda:N, mps or cpu"),
 ]
 
 
 @pytest.mark.parametrize("flags, message", INVALID, ids=[" ".join(f) for f, _ in INVALID])
-def test_invalid_parameter_exits_2_naming_it(flags, message, models, wide_aesthetic, fake_ollama, tmp_path):
-    missing = str(tmp_path / "missing")
-    fill = lambda text: text.format(missing=missing, wide=wide_aesthetic)
+def test_invalid_parameter_exits_2_naming_it(flags, message, models, wide_aesthetic, broken_clip, fake_ollama,
+                                            tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    fill = lambda text: text.format(missing=tmp_path / "missing", wide=wide_aesthetic, broken=broken_clip, file=a_file)
     flags = [fill(f) for f in flags]
     out = tmp_path / "runs"
-    result = cli("search", "a lighthouse", "--ollama-url", fake_ollama.url, *models, *flags, "--out", out)
+    result = cli("search", "a lighthouse", "--ollama-url", fake_ollama.url, *models, "--out", out, *flags)
     assert result.returncode == 2, result.stderr
     assert fill(message) in result.stderr
     assert "Traceback" not in result.stderr

@@ -66,6 +66,10 @@ EDITOR_ONLY_NODES = {
                      "output": [], "output_name": [], "output_is_list": [], "output_node": False},
 }
 
+# Widgets the editor adds to a node on its own and sends to /prompt, where ComfyUI ignores them (they are not in
+# the node's INPUT_TYPES): PreviewAny's text box. They are not saved in widgets_values.
+EDITOR_PROMPT_EXTRAS = {"PreviewAny": {"preview": ""}}
+
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # The editor's value for the LoadImage "upload" button widget (IMAGEUPLOAD), saved in widgets_values.
@@ -259,6 +263,11 @@ def _check_ui_node(node: dict, definitions: dict, links: dict, files: dict) -> l
     seen = set()
     for slot, entry in enumerate(node.get("inputs", [])):
         spec = specs.get(entry["name"])
+        if entry["name"] == "upload" and any(s.has_upload for s in specs.values()):
+            # The editor's upload button is saved as a widget socket of its own.
+            if entry.get("type") != "IMAGEUPLOAD" or entry.get("link") is not None:
+                problems.append(f"{where}: the upload socket must be an unconnected IMAGEUPLOAD widget")
+            continue
         if spec is None:
             problems.append(f"{where}: input '{entry['name']}' is not an input of {node['type']}")
             continue
@@ -307,8 +316,10 @@ def _check_ui_link(link: list, nodes: dict, definitions: dict) -> list:
         problems.append(f"link {link_id}: not listed by node {source_id} output {source_slot}")
     if entry.get("link") != link_id:
         problems.append(f"link {link_id}: node {target_id} input '{entry['name']}' does not point back at it")
-    if link_type != output["type"]:
-        problems.append(f"link {link_id}: type {link_type} != source output type {output['type']}")
+    # The editor types a link by its target socket (LiteGraph: input.type || output.type).
+    if link_type != (entry.get("type") or output["type"]):
+        problems.append(f"link {link_id}: type {link_type} != node {target_id} input '{entry['name']}' type "
+                        f"{entry.get('type')}")
     spec = {s.name: s for s in input_specs(definitions.get(target["type"], {"input": {}}))}.get(entry["name"])
     if spec is not None and not types_match(output["type"], spec.type):
         problems.append(f"link {link_id}: {output['type']} into node {target_id} input '{entry['name']}' "
@@ -337,8 +348,9 @@ def check_api(prompt: dict, definitions: dict, node_class_mappings: dict = None,
         has_output |= bool(definition["output_node"])
         inputs = node.get("inputs", {})
         specs = {spec.name: spec for spec in input_specs(definition)}
+        extras = EDITOR_PROMPT_EXTRAS.get(node["class_type"], {})
         for name in inputs:
-            if name not in specs:
+            if name not in specs and name not in extras:
                 problems.append(f"{where}: '{name}' is not an input of {node['class_type']}")
         own_check = _own_validation(node_class_mappings, node["class_type"])
         constants = {}
@@ -391,8 +403,13 @@ def _check_api_link(prompt, definitions, where, spec, value) -> list:
 # --- UI <-> API ---------------------------------------------------------------------------------------------------
 
 def compare_ui_api(workflow: dict, prompt: dict, definitions: dict) -> list:
-    """Same nodes, same widget values, same links: the API twin is the UI workflow as graphToPrompt() converts it."""
+    """Same nodes, same widget values, same links: the API twin is the UI workflow as graphToPrompt() converts it.
+
+    Editor-only nodes and muted nodes are left out; a link from a bypassed node is followed through the bypassed
+    node's input of the link's type, or dropped when that input is not connected (frontend 1.27 rules).
+    """
     problems = []
+    nodes = {n["id"]: n for n in workflow["nodes"]}
     server_nodes = {str(n["id"]): n for n in workflow["nodes"]
                     if n["type"] not in EDITOR_ONLY_NODES and n.get("mode", 0) == 0}
     if set(server_nodes) != set(prompt):
@@ -404,17 +421,35 @@ def compare_ui_api(workflow: dict, prompt: dict, definitions: dict) -> list:
         if api.get("class_type") != node["type"]:
             problems.append(f"{where}: API class_type {api.get('class_type')}")
             continue
-        expected = {}
+        expected = dict(EDITOR_PROMPT_EXTRAS.get(node["type"], {}))
         for (name, kind), value in zip(widget_slots(definitions[node["type"]]), node.get("widgets_values", [])):
-            if kind == "value":
+            if kind == "value" and value is not None:
                 expected[name] = value
         for entry in node.get("inputs", []):
-            if entry.get("link") is not None:
-                link = links[entry["link"]]
-                expected[entry["name"]] = [str(link[1]), link[2]]
+            if entry.get("link") is None:
+                continue
+            source = _resolve_link(links[entry["link"]], nodes, links)
+            if source is not None:
+                expected[entry["name"]] = source
+            else:
+                expected.pop(entry["name"], None)
         if api.get("inputs") != expected:
             problems.append(f"{where}: API inputs {api.get('inputs')} != UI {expected}")
     return problems
+
+
+def _resolve_link(link, nodes, links, depth=0):
+    """[source id, output slot] the server sees for a UI link, or None when a bypassed node cuts it."""
+    source = nodes[link[1]]
+    if source.get("mode", 0) != 4 or depth > len(nodes):
+        return [str(link[1]), link[2]]
+    wanted = link[5]
+    inputs = source.get("inputs", [])
+    match = next((i for i in inputs if i.get("type") == wanted), None) \
+        or next((i for i in inputs if types_match(i.get("type"), wanted)), None)
+    if match is None or match.get("link") is None:
+        return None
+    return _resolve_link(links[match["link"]], nodes, links, depth + 1)
 
 
 def load(path) -> dict:

@@ -108,7 +108,9 @@ def test_interrupt_stops_within_a_second_and_keeps_the_record(comfy_server, grap
         comfy_server.interrupt()
         ws.wait_for(lambda m: m.get("type") == "execution_interrupted" and m["data"]["prompt_id"] == prompt_id,
                     timeout=30)
-        assert time.monotonic() - asked < 1.0
+        elapsed = time.monotonic() - asked
+        print(f"interrupt took effect in {elapsed:.3f} s")
+        assert elapsed < 1.0, f"the interrupt took {elapsed:.2f} s"
         entry = comfy_server.wait_history(prompt_id)
         assert entry["status"]["status_str"] == "error" and not entry["status"]["completed"]
         (run_dir,) = [p for p in (comfy_server.base / "output" / "promptbeam").iterdir() if p.name.startswith("stop-")]
