@@ -143,6 +143,7 @@ class SearchRun:
         images = self.renderer.generate(todo)
         self._progress(plan.iteration, "score", 0, len(plan.candidates))
         self.renderer.score(todo, images)
+        self.record.write_pngs([(c, images.get(c.id) if c.ok else None) for c in todo])
         finished = []
         for position, candidate in enumerate(plan.candidates, start=1):
             if self.record.has_candidate(candidate.id):

@@ -90,6 +90,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         error(describe_invalid(exc, args.flag_names))
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (`... | head`): not an error worth a message. Point stdout at devnull so the
+        # interpreter's final flush does not raise again.
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
     except (Interrupted, KeyboardInterrupt) as exc:
         if debug:
             traceback.print_exc()

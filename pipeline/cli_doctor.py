@@ -6,7 +6,6 @@ Exit 0 when no check fails ("warn" lines, such as a model the first run will dow
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import sys
 from typing import Optional
@@ -19,7 +18,10 @@ from .errors import InvalidParameter
 
 LABEL_WIDTH = 10
 MARKS = {"ok": "[ok]  ", "warn": "[warn]", "fail": "[FAIL]"}
-PACKAGES = ("diffusers", "transformers", "open_clip", "safetensors", "requests", "tqdm", "websocket")
+# (import name, distribution name) of what a standalone search needs besides torch.
+PACKAGES = (("diffusers", "diffusers"), ("transformers", "transformers"), ("open_clip", "open_clip_torch"),
+            ("safetensors", "safetensors"), ("requests", "requests"), ("tqdm", "tqdm"),
+            ("websocket", "websocket-client"))
 
 
 def add_parser(commands, parents) -> argparse.ArgumentParser:
@@ -55,29 +57,37 @@ def load_settings() -> tuple[Settings, Optional[Finding]]:
         return Settings.from_env(env), fail(str(exc), f"fix or unset {exc.name}")
 
 
-def check_ollama(url: str, model: str) -> tuple[str, Finding]:
+def check_ollama(url: str, model: str) -> Finding:
     from .llm import OllamaClient, OllamaError, OllamaModelNotFound, OllamaUnreachable
 
     try:
         client = OllamaClient(url, model, timeout=10, retries=0)
     except InvalidParameter as exc:
-        return url, fail(str(exc), "pass --ollama-url http://HOST:11434 or set OLLAMA_BASE_URL")
+        return fail(str(exc), "pass --ollama-url http://HOST:11434 or set OLLAMA_BASE_URL")
     try:
         client.check()
     except OllamaModelNotFound as exc:
         installed = ", ".join(exc.installed) or "none"
-        return client.base_url, fail(f"{client.base_url}: reachable, but model {client.model} is not pulled "
+        return fail(f"{client.base_url}: reachable, but model {client.model} is not pulled "
                                      f"(installed: {installed})",
                                      f"`ollama pull {client.model}`, or pick an installed model with --llm-model / "
                                      "OLLAMA_MODEL")
     except OllamaUnreachable as exc:
         reason = re.search(r"\(([^;)]+)", str(exc))
-        return client.base_url, fail(f"{client.base_url}: not reachable ({reason.group(1) if reason else exc})",
+        return fail(f"{client.base_url}: not reachable ({reason.group(1) if reason else exc})",
                                      "start it with `ollama serve` (or open the Ollama app), or point "
                                      "--ollama-url / OLLAMA_BASE_URL at where it runs")
     except OllamaError as exc:
-        return client.base_url, fail(" ".join(str(exc).split()), "check the Ollama server log")
-    return client.base_url, ok(f"{client.base_url}: reachable, model {client.model} pulled")
+        return fail(" ".join(str(exc).split()), "check the Ollama server log")
+    return ok(f"{client.base_url}: reachable, model {client.model} pulled")
+
+
+def check_loras(flags: Optional[list], settings: Settings) -> Finding:
+    try:
+        loras = [LoraSpec.parse_cli(text) for text in flags] if flags is not None else list(settings.flux_loras)
+    except InvalidParameter as exc:
+        return fail(str(exc), "use PATH[:WEIGHT[:TRIGGER]]")
+    return cli_models.inspect_loras(loras)
 
 
 def check_torch() -> Finding:
@@ -103,13 +113,18 @@ def check_torch() -> Finding:
 
 
 def check_packages() -> Finding:
+    """Installed or not, from package metadata: importing diffusers/open_clip here would cost seconds."""
+    from importlib import metadata, util
+
     found, missing = [], []
-    for name in PACKAGES:
+    for module, distribution in PACKAGES:
+        if util.find_spec(module) is None:
+            missing.append(distribution)
+            continue
         try:
-            module = importlib.import_module(name)
-            found.append(f"{name} {getattr(module, '__version__', '')}".strip())
-        except ImportError:
-            missing.append(name)
+            found.append(f"{module} {metadata.version(distribution)}")
+        except metadata.PackageNotFoundError:
+            found.append(module)
     if missing:
         return fail(f"missing: {', '.join(missing)}", "`pip install -r requirements.txt`")
     return ok(", ".join(found))
@@ -119,26 +134,27 @@ def run(args: argparse.Namespace) -> int:
     settings, env_problem = load_settings()
     results: list[tuple[str, Finding]] = []
 
-    def report(label: str, finding: Finding) -> None:
+    def report(label: str, check, *args) -> None:
+        try:
+            finding = check(*args)
+        except ImportError as exc:           # e.g. open_clip missing: the packages line says how to install it
+            finding = fail(f"cannot check: {exc}", "`pip install -r requirements.txt`")
+        except Exception as exc:             # a diagnostic tool must finish its list whatever one check hits
+            finding = fail(f"the check itself failed: {type(exc).__name__}: {exc}", "rerun with --debug")
         results.append((label, finding))
         print(line(label, finding), flush=True)
 
     if env_problem:
-        report("env", env_problem)
+        report("env", lambda: env_problem)
     url = args.ollama_url or settings.ollama_base_url
     model = args.llm_model or settings.ollama_model
-    _, finding = check_ollama(url, model)
-    report("ollama", finding)
-    report("torch", check_torch())
-    report("packages", check_packages())
-    report("flux", cli_models.inspect_flux(args.flux or settings.flux_model, args.flux_base))
-    try:
-        loras = [LoraSpec.parse_cli(t) for t in args.lora] if args.lora is not None else list(settings.flux_loras)
-        report("loras", cli_models.inspect_loras(loras))
-    except InvalidParameter as exc:
-        report("loras", fail(str(exc), "use PATH[:WEIGHT[:TRIGGER]]"))
-    report("clip", cli_models.inspect_clip(args.clip or settings.clip_model))
-    report("aesthetic", cli_models.inspect_aesthetic(args.aesthetic or settings.aesthetic_model))
+    report("ollama", check_ollama, url, model)
+    report("torch", check_torch)
+    report("packages", check_packages)
+    report("flux", cli_models.inspect_flux, args.flux or settings.flux_model, args.flux_base)
+    report("loras", check_loras, args.lora, settings)
+    report("clip", cli_models.inspect_clip, args.clip or settings.clip_model)
+    report("aesthetic", cli_models.inspect_aesthetic, args.aesthetic or settings.aesthetic_model)
     failed = [label for label, finding in results if finding.status == "fail"]
     if failed:
         print(f"{len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)

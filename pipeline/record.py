@@ -15,11 +15,13 @@ import os
 import re
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
+from PIL import Image
 
 from . import __version__
 from .beam_types import Candidate
@@ -45,6 +47,7 @@ class RunRecord:
         self.run_dir = Path(run_dir)
         self.report = report
         self._index = {entry["id"]: i for i, entry in enumerate(report["candidates"])}
+        self._written: set[str] = set()     # ids whose PNG write_pngs already wrote
 
     # ---- creation -----------------------------------------------------------------------------------------------
     @classmethod
@@ -106,11 +109,25 @@ class RunRecord:
         return cls(run_dir, report)
 
     # ---- candidates ---------------------------------------------------------------------------------------------
+    def write_pngs(self, items: Sequence[tuple[Candidate, Optional[torch.Tensor]]]) -> None:
+        """Write a round's PNGs at once, in parallel: zlib releases the GIL, so a round's images encode on as many
+        cores. Their report entries follow through add_candidate (which then skips the write)."""
+        jobs = [(candidate, image) for candidate, image in items if image is not None]
+        if len(jobs) < 2:
+            return
+        with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+            for candidate in pool.map(lambda job: self._write_png(*job), jobs):
+                self._written.add(candidate.id)
+
+    def _write_png(self, candidate: Candidate, image: torch.Tensor, is_best: bool = False) -> Candidate:
+        candidate.image = f"{candidate.id}.png"
+        save_png(self.run_dir / candidate.image, image, self._png_text(candidate, image, is_best))
+        return candidate
+
     def add_candidate(self, candidate: Candidate, image: Optional[torch.Tensor] = None, is_best: bool = False) -> None:
         """Record a finished (ok or failed) candidate: its PNG first, then its report entry, then save."""
-        if image is not None:
-            candidate.image = f"{candidate.id}.png"
-            save_png(self.run_dir / candidate.image, image, self._png_text(candidate, image, is_best))
+        if image is not None and candidate.id not in self._written:
+            self._write_png(candidate, image, is_best)
         entry = candidate.to_dict()
         if candidate.id in self._index:
             self.report["candidates"][self._index[candidate.id]] = entry
@@ -208,7 +225,8 @@ class RunRecord:
         if not candidate.image or not (self.run_dir / candidate.image).is_file():
             return
         path = self.run_dir / candidate.image
-        size = load_png_pixels(path).size
+        with Image.open(path) as image:      # reads the header only
+            size = image.size
         if (PARAMETERS_KEY in read_png_text(path)) == is_best:
             return
         rewrite_png_text(path, self._png_text(candidate, size, is_best))

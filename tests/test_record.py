@@ -159,3 +159,20 @@ def test_png_writes_are_atomic_too(tmp_path, monkeypatch):
         pnginfo.save_png(target, image(0.9), {"promptbeam:id": "new"})
     monkeypatch.undo()
     assert read_png_text(target) == {"promptbeam:id": "old"}
+
+
+def test_rewriting_png_text_keeps_the_image_data_byte_for_byte(tmp_path):
+    import re as _re
+
+    from pipeline.pnginfo import read_png_text, rewrite_png_text, save_png
+    image = torch.rand(32, 48, 3)
+    path = tmp_path / "x.png"
+    save_png(path, image, {"promptbeam:prompt": "a fox", "parameters": "old"})
+    idat_before = _re.findall(rb"IDAT.*?(?=IEND)", path.read_bytes(), _re.S)
+    rewrite_png_text(path, {"promptbeam:prompt": "a fox", "promptbeam:how": "Morgenröte über dem Meer — 夜明け"})
+    assert read_png_text(path) == {"promptbeam:prompt": "a fox", "promptbeam:how": "Morgenröte über dem Meer — 夜明け"}
+    assert _re.findall(rb"IDAT.*?(?=IEND)", path.read_bytes(), _re.S) == idat_before
+    from PIL import Image
+    with Image.open(path) as reloaded:
+        assert reloaded.size == (48, 32)
+        reloaded.load()      # CRCs and zlib stream check out

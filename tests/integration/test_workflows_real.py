@@ -1,0 +1,260 @@
+"""The shipped workflows on a real ComfyUI: the template browser lists them, the core-node table the CI checks use
+matches /object_info, every API twin validates, and the twins run end to end once their model files are swapped for
+this machine's tiny ones (tiny Flux from the test pack, tiny CLIP-L and TAESD files, the fake Ollama server, a tiny
+open_clip scorer). Bad inputs come back as node_errors naming the input."""
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from pipeline.queue_client import apply_sets
+from tests import workflow_check as wc
+from tests.fixtures.comfy import load_pack
+from tests.integration.conftest import PACK_FOLDER
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOWS = REPO / "workflows"
+NAMES = ["beam_search_flux", "refine_loop_manual", "score_and_select"]
+SIZE = 64
+
+
+def twin(name):
+    return wc.load(WORKFLOWS / "api" / f"{name}.json")
+
+
+def ids(prompt, class_type):
+    return [node_id for node_id, node in prompt.items() if node["class_type"] == class_type]
+
+
+def on_this_machine(prompt, ollama_url, clip_dir, aesthetic_path):
+    """The twin with --set-like substitutions for what exists here; every other node and link stays as shipped.
+
+    UNETLoader cannot load a tiny Flux and T5-XXL has no tiny form, so those two loaders become the test pack's
+    tiny Flux and a CLIPLoader on a tiny CLIP-L; files, Ollama and the scorer are pointed at the test's own."""
+    graph = copy.deepcopy(prompt)
+    for node_id in ids(graph, "UNETLoader"):
+        graph[node_id] = {"class_type": "PromptBeamTestTinyFlux", "inputs": {"seed": 0}}
+    for node_id in ids(graph, "DualCLIPLoader"):
+        graph[node_id] = {"class_type": "CLIPLoader",
+                          "inputs": {"clip_name": "tiny_clip_l.safetensors", "type": "stable_diffusion"}}
+    sets = [f"{n}.vae_name=tiny_taef1.safetensors" for n in ids(graph, "VAELoader")]
+    sets += [f"{n}.base_url={ollama_url}" for n in ids(graph, "PromptBeamOllama")]
+    sets += [s for n in ids(graph, "PromptBeamScorerLoader")
+             for s in (f"{n}.clip_model=local-dir:{clip_dir}", f"{n}.aesthetic_model={aesthetic_path}",
+                       f"{n}.device=cpu")]
+    sets += [s for n in ids(graph, "PromptBeamFluxGenerator")
+             for s in (f"{n}.width={SIZE}", f"{n}.height={SIZE}", f"{n}.steps=2")]
+    sets += [s for n in ids(graph, "PromptBeamSearch")
+             for s in (f"{n}.beam_width=2", f"{n}.keep_top=1", f"{n}.iterations=2", f"{n}.run_name=shipped")]
+    apply_sets(graph, sets)
+    return graph
+
+
+@pytest.fixture
+def here(fake_ollama, tiny_clip_dir, tiny_aesthetic_path):
+    return lambda name: on_this_machine(twin(name), fake_ollama.url, tiny_clip_dir, tiny_aesthetic_path)
+
+
+@pytest.fixture(scope="module")
+def example_images(comfy_server):
+    """example.png (the file ComfyUI ships in input/) plus two more distinct images, in the server's input/."""
+    import os
+    source = Path(os.environ["COMFYUI_DIR"]) / "input" / "example.png"
+    inputs = comfy_server.base / "input"
+    Image.open(source).convert("RGB").save(inputs / "example.png")
+    Image.new("RGB", (96, 96), (200, 30, 30)).save(inputs / "pb_red.png")
+    gradient = np.linspace(0, 255, 96 * 96 * 3).reshape(96, 96, 3).astype(np.uint8)
+    Image.fromarray(gradient).save(inputs / "pb_gradient.png")
+    return ["example.png", "pb_red.png", "pb_gradient.png"]
+
+
+def errors_by_input(result):
+    """{(node id, input name): error type} from a POST /prompt answer."""
+    return {(node_id, error["extra_info"].get("input_name")): error["type"]
+            for node_id, entry in result["node_errors"].items() for error in entry["errors"]}
+
+
+# --- what the server says about the files and the node tables -------------------------------------------------
+
+def test_template_browser_lists_the_workflows(comfy_server):
+    templates = comfy_server.get("/workflow_templates")
+    assert sorted(templates[PACK_FOLDER]) == NAMES   # the API twins in workflows/api/ are not listed
+    for name in NAMES:
+        served = requests.get(f"{comfy_server.url}/api/workflow_templates/{PACK_FOLDER}/{name}.json", timeout=10)
+        assert served.status_code == 200 and served.json() == wc.load(WORKFLOWS / f"{name}.json")
+        thumbnail = requests.get(f"{comfy_server.url}/api/workflow_templates/{PACK_FOLDER}/{name}.jpg", timeout=10)
+        assert thumbnail.status_code == 200 and thumbnail.headers["Content-Type"] == "image/jpeg"
+
+
+def test_core_node_table_matches_object_info(comfy_server):
+    info = comfy_server.object_info()
+    for name, table in wc.CORE_NODES.items():
+        real = info[name]
+        for key in ("output", "output_name", "output_is_list", "output_node"):
+            assert list(real[key]) == list(table[key]), (name, key)
+        for category in ("required", "optional"):
+            assert list(real["input"].get(category, {})) == list(table["input"].get(category, {})), (name, category)
+            for input_name, spec in table["input"].get(category, {}).items():
+                actual = real["input"][category][input_name]
+                if isinstance(spec[0], wc.Files):
+                    assert isinstance(actual[0], list), (name, input_name)      # a folder listing
+                else:
+                    assert actual[0] == spec[0], (name, input_name)
+                options = spec[1] if len(spec) > 1 else {}
+                actual_options = actual[1] if len(actual) > 1 else {}
+                for key, value in options.items():
+                    assert actual_options.get(key) == value, (name, input_name, key)
+        assert set(real["input"]) - {"required", "optional", "hidden"} == set()
+    for name in wc.EDITOR_ONLY_NODES:
+        assert name not in info      # the editor's own nodes never reach the server
+
+
+def test_pack_definitions_seen_offline_match_the_server(comfy_server):
+    """The CI checks read INPUT_TYPES under the fake ComfyUI modules; the real server must agree on every input's
+    name, place and type, on ranges and widget options, and accept every combo value the fake offers."""
+    info = comfy_server.object_info()
+    for name, cls in load_pack().NODE_CLASS_MAPPINGS.items():
+        offline, real = wc.node_info(cls), info[name]
+        for key in ("output", "output_name", "output_is_list", "output_node"):
+            assert list(offline[key]) == list(real[key]), (name, key)
+        offline_specs = {s.name: s for s in wc.input_specs(offline)}
+        real_specs = {s.name: s for s in wc.input_specs(real)}
+        assert [(s.name, s.required) for s in wc.input_specs(offline)] == \
+               [(s.name, s.required) for s in wc.input_specs(real)], name
+        for input_name, spec in offline_specs.items():
+            actual = real_specs[input_name]
+            assert spec.type_name == actual.type_name, (name, input_name)
+            for key in ("min", "max", "forceInput", "control_after_generate", "multiline"):
+                assert spec.options.get(key) == actual.options.get(key), (name, input_name, key)
+            if spec.type_name == "COMBO" and input_name != "lora_name":   # lora_name lists each machine's files
+                assert set(spec.type) <= set(actual.type), (name, input_name)
+        assert wc.widget_slots(offline) == wc.widget_slots(real), name
+
+
+# --- the twins on the server ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["beam_search_flux", "refine_loop_manual"])
+def test_as_shipped_only_the_missing_model_files_are_refused(comfy_server, fake_ollama, name):
+    """On a machine without the Flux files the server names exactly those four inputs, nothing else."""
+    graph = twin(name)
+    apply_sets(graph, [f"{n}.base_url={fake_ollama.url}" for n in ids(graph, "PromptBeamOllama")])
+    result = comfy_server.post_prompt(graph)
+    unet, = ids(graph, "UNETLoader")
+    clip, = ids(graph, "DualCLIPLoader")
+    vae, = ids(graph, "VAELoader")
+    assert errors_by_input(result) == {
+        (unet, "unet_name"): "value_not_in_list", (clip, "clip_name1"): "value_not_in_list",
+        (clip, "clip_name2"): "value_not_in_list", (vae, "vae_name"): "value_not_in_list"}
+    details = {e["details"] for entry in result["node_errors"].values() for e in entry["errors"]}
+    assert "unet_name: 'flux1-schnell.safetensors' not in []" in details
+    if result["prompt_id"]:   # branches that do not need the files were queued: let them finish
+        comfy_server.wait_history(result["prompt_id"], timeout=300)
+
+
+def test_beam_search_flux_twin_runs_end_to_end(comfy_server, here):
+    graph = here("beam_search_flux")
+    entry = comfy_server.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    save, = ids(graph, "SaveImage")
+    finalists, = ids(graph, "PreviewImage")
+    show_prompt, show_report = ids(graph, "PreviewAny")
+    report = json.loads(entry["outputs"][show_report]["text"][0])
+    assert report["user_prompt"] == graph[ids(graph, "PromptBeamSearch")[0]]["inputs"]["prompt"]
+    assert report["stop_reason"] == "max_iterations" and len(report["candidates"]) == 4
+    best = next(c for c in report["candidates"] if c["id"] == report["best"])
+    assert entry["outputs"][show_prompt]["text"][0] == best["prompt"]
+    best_file, = comfy_server.images(entry, save)
+    assert best_file.parent.name == "promptbeam" and best_file.name.startswith("best_")
+    assert Image.open(best_file).size == (SIZE, SIZE)
+    assert len(comfy_server.images(entry, finalists)) == 1     # keep_top=1
+
+
+def test_beam_search_flux_twin_with_the_lora_stack_in_use(comfy_server, here):
+    """What the LoRA note asks a user to do: pick a file, un-bypass; the stack feeds the generator."""
+    graph = here("beam_search_flux")
+    generator, = ids(graph, "PromptBeamFluxGenerator")
+    graph["5"] = {"class_type": "PromptBeamLoraStack",
+                  "inputs": {"lora_name": "tiny_flux_lora.safetensors", "trigger": "pbstyle", "weight": 0.8}}
+    graph[generator]["inputs"]["loras"] = ["5", 0]
+    entry = comfy_server.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    report = json.loads(entry["outputs"][ids(graph, "PreviewAny")[1]]["text"][0])
+    assert all(c["prompt"].startswith("pbstyle") for c in report["candidates"] if c["status"] == "ok")
+
+
+def test_refine_loop_twin_runs_three_rounds(comfy_server, here, fake_ollama):
+    graph = here("refine_loop_manual")
+    entry = comfy_server.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    outputs = entry["outputs"]
+    # One Score node per round shows its image and scores; the last one compares the three.
+    scores = [json.loads(outputs[n]["text"][0].split("\n")[0] and "{}") for n in ids(graph, "PromptBeamScore")]
+    assert len(scores) == 4 and all(len(comfy_server.images(entry, n)) >= 1 for n in ids(graph, "PromptBeamScore"))
+    final_score = ids(graph, "PromptBeamScore")[-1]
+    assert len(comfy_server.images(entry, final_score)) == 3
+    texts = {graph[n]["_meta"]["title"]: outputs[n]["text"][0] for n in ids(graph, "PreviewAny")}
+    critique = json.loads(texts["Round 1 · critique"])
+    assert set(critique) >= {"critique", "recommendation", "reason"}
+    # The refined WHAT reached round 2's prompt: rounds 1 and 2 rendered different prompts.
+    assert texts["Round 1 · prompt"] != texts["Round 2 · prompt"] != texts["Round 3 · prompt"]
+    winner = json.loads(texts["Winning round (0 = round 1)"])
+    assert len(winner) == 1 and winner[0] in (0, 1, 2)
+    saved, = comfy_server.images(entry, ids(graph, "SaveImage")[0])
+    assert Image.open(saved).size == (SIZE, SIZE)
+    chats = fake_ollama.bodies("/api/chat")
+    assert len(chats) == 2 + 3 + 2 + 2          # expand x2, combine x3, critique x2, refine x2
+
+
+def test_score_and_select_twin_keeps_the_best_image(comfy_server, here, example_images):
+    graph = here("score_and_select")
+    loaders = ids(graph, "LoadImage")
+    entry = comfy_server.run(graph, timeout=300)   # as shipped: three copies of example.png
+    assert entry["status"]["status_str"] == "success", entry["status"]
+
+    apply_sets(graph, [f"{node}.image={image}" for node, image in zip(loaders, example_images)]
+               + [f"{ids(graph, 'PromptBeamSelectBest')[0]}.top_k=1"])
+    entry = comfy_server.run(graph, timeout=300)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    score, = ids(graph, "PromptBeamScore")
+    select_text, scores_text = ids(graph, "PreviewAny")
+    scores = json.loads(entry["outputs"][scores_text]["text"][0])
+    totals = [image["total"] for image in scores["images"]]
+    assert len(totals) == 3 and len(set(totals)) == 3
+    best = max(range(3), key=lambda i: totals[i])
+    assert json.loads(entry["outputs"][select_text]["text"][0]) == [best]
+    saved, = comfy_server.images(entry, ids(graph, "SaveImage")[0])
+    # The kept image is the winning input, pixel for pixel (inputs are batched at the first image's size).
+    first = Image.open(comfy_server.base / "input" / example_images[0])
+    expected = Image.open(comfy_server.base / "input" / example_images[best]).convert("RGB")
+    if expected.size != first.size:
+        expected = expected.resize(first.size, Image.BILINEAR)
+    difference = np.abs(np.asarray(Image.open(saved).convert("RGB"), dtype=int) - np.asarray(expected, dtype=int))
+    assert difference.mean() < 2.0
+    assert len(comfy_server.images(entry, score)) == 3
+
+
+def test_bad_inputs_come_back_naming_the_input(comfy_server, here):
+    graph = here("beam_search_flux")
+    search, = ids(graph, "PromptBeamSearch")
+    generator, = ids(graph, "PromptBeamFluxGenerator")
+    scorer_loader, = ids(graph, "PromptBeamScorerLoader")
+    apply_sets(graph, [f"{search}.beam_width=0", f"{search}.style=anime", f"{search}.seed=notanint",
+                       f"{generator}.sampler_name=euler_z", f"{scorer_loader}.device=tpu"])
+    graph[search]["inputs"]["scorer"] = [generator, 0]
+    graph["5"] = {"class_type": "PromptBeamLoraStack",
+                  "inputs": {"lora_name": "missing_lora.safetensors", "trigger": "", "weight": 1.0}}
+    graph[generator]["inputs"]["loras"] = ["5", 0]
+    result = comfy_server.post_prompt(graph)
+    assert result["status"] == 400 and result["prompt_id"] is None
+    assert errors_by_input(result) == {
+        (search, "beam_width"): "value_smaller_than_min", (search, "style"): "value_not_in_list",
+        (search, "seed"): "invalid_input_type", (search, "scorer"): "return_type_mismatch",
+        (generator, "sampler_name"): "value_not_in_list", (scorer_loader, "device"): "value_not_in_list",
+        ("5", "lora_name"): "custom_validation_failed"}
+    lora_error, = result["node_errors"]["5"]["errors"]
+    assert "LoRA 'missing_lora.safetensors' was not found" in lora_error["details"]
+    assert lora_error["details"].startswith("lora_name - ")
