@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import traceback
 from typing import Optional
 
 from . import cli_models
@@ -35,6 +36,8 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     p.add_argument("--lora", action="append", metavar="PATH[:WEIGHT[:TRIGGER]]", help="LoRA file (FLUX_LORAS)")
     p.add_argument("--clip", metavar="ID", help="open_clip model (CLIP_MODEL)")
     p.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (AESTHETIC_MODEL)")
+    p.add_argument("--caption-model", dest="caption_model", metavar="NAME",
+                   help="also check this Ollama vision model (for search --captions)")
     return p
 
 
@@ -57,7 +60,7 @@ def load_settings() -> tuple[Settings, Optional[Finding]]:
         return Settings.from_env(env), fail(str(exc), f"fix or unset {exc.name}")
 
 
-def check_ollama(url: str, model: str) -> Finding:
+def check_ollama(url: str, model: str, choose_with: str = "--llm-model / OLLAMA_MODEL") -> Finding:
     from .llm import OllamaClient, OllamaError, OllamaModelNotFound, OllamaUnreachable
 
     try:
@@ -68,15 +71,13 @@ def check_ollama(url: str, model: str) -> Finding:
         client.check()
     except OllamaModelNotFound as exc:
         installed = ", ".join(exc.installed) or "none"
-        return fail(f"{client.base_url}: reachable, but model {client.model} is not pulled "
-                                     f"(installed: {installed})",
-                                     f"`ollama pull {client.model}`, or pick an installed model with --llm-model / "
-                                     "OLLAMA_MODEL")
+        return fail(f"{client.base_url}: reachable, but model {client.model} is not pulled (installed: {installed})",
+                    f"`ollama pull {client.model}`, or pick an installed model with {choose_with}")
     except OllamaUnreachable as exc:
         reason = re.search(r"\(([^;)]+)", str(exc))
         return fail(f"{client.base_url}: not reachable ({reason.group(1) if reason else exc})",
-                                     "start it with `ollama serve` (or open the Ollama app), or point "
-                                     "--ollama-url / OLLAMA_BASE_URL at where it runs")
+                    "start it with `ollama serve` (or open the Ollama app), or point --ollama-url / "
+                    "OLLAMA_BASE_URL at where it runs")
     except OllamaError as exc:
         return fail(" ".join(str(exc).split()), "check the Ollama server log")
     return ok(f"{client.base_url}: reachable, model {client.model} pulled")
@@ -134,13 +135,16 @@ def run(args: argparse.Namespace) -> int:
     settings, env_problem = load_settings()
     results: list[tuple[str, Finding]] = []
 
-    def report(label: str, check, *args) -> None:
+    def report(label: str, check, *check_args) -> None:
         try:
-            finding = check(*args)
+            finding = check(*check_args)
         except ImportError as exc:           # e.g. open_clip missing: the packages line says how to install it
             finding = fail(f"cannot check: {exc}", "`pip install -r requirements.txt`")
         except Exception as exc:             # a diagnostic tool must finish its list whatever one check hits
-            finding = fail(f"the check itself failed: {type(exc).__name__}: {exc}", "rerun with --debug")
+            if args.debug:
+                traceback.print_exc()
+            finding = fail(f"the check itself failed: {type(exc).__name__}: {exc}",
+                           "" if args.debug else "rerun with --debug for the traceback")
         results.append((label, finding))
         print(line(label, finding), flush=True)
 
@@ -149,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     url = args.ollama_url or settings.ollama_base_url
     model = args.llm_model or settings.ollama_model
     report("ollama", check_ollama, url, model)
+    if args.caption_model:
+        report("captions", check_ollama, url, args.caption_model, "--caption-model")
     report("torch", check_torch)
     report("packages", check_packages)
     report("flux", cli_models.inspect_flux, args.flux or settings.flux_model, args.flux_base)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import secrets
 import signal
 import sys
@@ -30,8 +29,6 @@ CONFIG_FLAGS = ("beam_width", "keep_top", "iterations", "alpha", "seed", "dimens
                 "patience", "target_score", "time_budget_s", "width", "height", "steps", "guidance",
                 "descriptiveness", "style", "combine_mode", "use_negative", "score_text", "captions", "low_vram",
                 "llm_concurrency", "control_arm")
-# Flags that pick models; on --resume they default to what the record says was used.
-MODEL_FLAGS = ("llm_model", "flux", "flux_base", "lora", "clip", "aesthetic")
 # What --resume may change (pipeline.beam.RESUME_OVERRIDES, kept here so parameter errors need no torch import;
 # tests check the two agree).
 RESUME_OVERRIDES = ("iterations", "patience", "target_score", "time_budget_s", "low_vram", "llm_concurrency")
@@ -99,6 +96,8 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
                         help="LoRA file, repeatable; replaces FLUX_LORAS when given")
     models.add_argument("--clip", metavar="ID", help="open_clip model: ARCH/TAG, hf-hub:ORG/REPO or "
                                                      "local-dir:PATH (CLIP_MODEL)")
+    models.add_argument("--caption-model", dest="caption_model", metavar="NAME",
+                        help="Ollama vision model for --captions (e.g. qwen2.5vl:7b, llava)")
     models.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (.pth/.safetensors), 'laion' or 'v2.5' "
                                                             "(AESTHETIC_MODEL)")
 
@@ -130,44 +129,54 @@ class SearchPlan:
 def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = None) -> SearchPlan:
     from .beam_config import BeamConfig         # no torch import: parameter errors answer at once
 
-    settings_env = env_settings or Settings.from_env()
+    env = env_settings or Settings.from_env()
     given = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name, None) is not None}
-    known = {f.name for f in dataclasses.fields(BeamConfig)}
-    unknown = sorted(set(given) - known)
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(BeamConfig)})
     if unknown:
         raise RuntimeError(f"BeamConfig has no field(s) {unknown}")   # a flag/field mismatch is a bug, not user error
-
-    overrides = {}
+    recorded = {}
     if args.resume:
-        if args.prompt:
-            raise InvalidParameter("prompt", "give either PROMPT or --resume RUN_DIR, not both (a resumed run keeps "
-                                             "its prompt)")
-        fixed = sorted(name for name in given if name not in RESUME_OVERRIDES)
-        if fixed:
-            raise InvalidParameter(fixed[0], "cannot be changed when resuming: the run keeps the settings in its "
-                                             "report.json (only " + ", ".join(RESUME_FLAGS) + " can change)")
-        overrides = given
-        run_dir = Path(args.resume)
-        report = read_report(run_dir)
-        config = BeamConfig.from_dict({**_config_fields(report.get("config") or {}, known), **given}).validate()
-        user_prompt = str(report.get("user_prompt") or "")
-        recorded = recorded_models(report)
-        out_root = run_dir.parent
+        plan, recorded = _resume_plan(args, given, BeamConfig)
     else:
         if not args.prompt or not args.prompt.strip():
             raise InvalidParameter("prompt", "is missing: say what you want to see, e.g. "
                                              "python -m pipeline search \"a lighthouse at dusk\"")
-        config = BeamConfig(**given).validate()
-        user_prompt = args.prompt.strip()
-        recorded = {}
-        out_root = Path(args.out)
         cli_models.check_out_dir(args.out, flag="out")
-        run_dir = out_root / new_run_id()
+        plan = SearchPlan(config=BeamConfig(**given).validate(), user_prompt=args.prompt.strip(),
+                          out_root=Path(args.out), run_dir=Path(args.out) / new_run_id(), resume=False,
+                          settings={}, overrides={})
     from .generation import GenerationRequest
 
-    GenerationRequest(prompt=user_prompt, seed=config.seed, width=config.width, height=config.height,
+    config = plan.config
+    GenerationRequest(prompt=plan.user_prompt, seed=config.seed, width=config.width, height=config.height,
                       steps=config.steps, guidance=config.guidance).validate()
+    plan.settings = model_settings(args, recorded, env)
+    if config.captions and not plan.settings["caption_model"]:
+        raise InvalidParameter("captions", "needs --caption-model NAME, an Ollama vision model (e.g. qwen2.5vl:7b "
+                                           "or llava) that describes each image for the critique")
+    check_models(plan.settings, lora_flag="FLUX_LORAS" if args.lora is None and "lora" not in recorded else "lora")
+    return plan
 
+
+def _resume_plan(args: argparse.Namespace, given: dict, config_class) -> tuple[SearchPlan, dict]:
+    """The recorded run with the allowed overrides, and the model choices it recorded."""
+    if args.prompt:
+        raise InvalidParameter("prompt", "give either PROMPT or --resume RUN_DIR, not both (a resumed run keeps "
+                                         "its prompt)")
+    fixed = sorted(name for name in given if name not in RESUME_OVERRIDES)
+    if fixed:
+        raise InvalidParameter(fixed[0], "cannot be changed when resuming: the run keeps the settings in its "
+                                         "report.json (only " + ", ".join(RESUME_FLAGS) + " can change)")
+    run_dir = Path(args.resume)
+    report = read_report(run_dir)
+    config = config_class.from_dict({**(report.get("config") or {}), **given}).validate()
+    plan = SearchPlan(config=config, user_prompt=str(report["user_prompt"]), out_root=run_dir.parent,
+                      run_dir=run_dir, resume=True, settings={}, overrides=given)
+    return plan, recorded_models(report)
+
+
+def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> dict:
+    """Which models to load: a flag wins, then (on --resume) what the run recorded, then the environment."""
     def pick(flag: str, env_value):
         value = getattr(args, flag, None)
         return value if value is not None else recorded.get(flag, env_value)
@@ -177,29 +186,23 @@ def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = Non
     elif "lora" in recorded:
         loras = [LoraSpec.from_dict(item) for item in recorded["lora"]]
     else:
-        loras = list(settings_env.flux_loras)
-    settings = {
-        "ollama_url": pick("ollama_url", settings_env.ollama_base_url),
-        "llm_model": pick("llm_model", settings_env.ollama_model),
-        "flux": pick("flux", settings_env.flux_model),
-        "flux_base": pick("flux_base", None),
-        "loras": loras,
-        "clip": pick("clip", settings_env.clip_model),
-        "aesthetic": pick("aesthetic", settings_env.aesthetic_model),
-        "device": args.device,
-        "offload": bool(args.offload),
-    }
-    # Cheapest checks first: the CLIP ones import open_clip, which takes seconds.
+        loras = list(env.flux_loras)
+    return {"ollama_url": pick("ollama_url", env.ollama_base_url), "llm_model": pick("llm_model", env.ollama_model),
+            "flux": pick("flux", env.flux_model), "flux_base": pick("flux_base", None), "loras": loras,
+            "clip": pick("clip", env.clip_model), "aesthetic": pick("aesthetic", env.aesthetic_model),
+            "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload)}
+
+
+def check_models(settings: dict, lora_flag: str) -> None:
+    """Every file and name the models need, without loading one. Cheapest first: CLIP checks import open_clip."""
     cli_models.check_flux(settings["flux"], settings["flux_base"], flag="flux")
-    cli_models.check_loras(loras, flag="lora" if args.lora is not None else "FLUX_LORAS")
-    settings["device"] = cli_models.check_device(args.device, flag="device")
+    cli_models.check_loras(settings["loras"], flag=lora_flag)
+    settings["device"] = cli_models.check_device(settings["device"], flag="device")
     if settings["offload"] and cli_models.resolved_device_type(settings["device"]) == "cpu":
         raise InvalidParameter("offload", "moves Flux's parts to the GPU only while they run; this run is on the CPU")
     cli_models.check_clip(settings["clip"], flag="clip")
     cli_models.check_aesthetic(settings["aesthetic"], flag="aesthetic")
     cli_models.check_head_fits_clip(settings["aesthetic"], settings["clip"], flag="aesthetic")
-    return SearchPlan(config=config, user_prompt=user_prompt, out_root=out_root, run_dir=run_dir,
-                      resume=bool(args.resume), settings=settings, overrides=overrides)
 
 
 def read_report(run_dir: Path) -> dict:
@@ -215,11 +218,9 @@ def read_report(run_dir: Path) -> dict:
         raise InvalidParameter("resume", f"{path} cannot be read as JSON ({exc})") from None
     if not isinstance(report, dict) or "user_prompt" not in report:
         raise InvalidParameter("resume", f"{path} is not a Prompt Beam report (no user_prompt)")
+    if report.get("replay_of"):
+        raise InvalidParameter("resume", f"{run_dir} is a replay; replays are not resumed, replay the source again")
     return report
-
-
-def _config_fields(recorded: dict, known: set) -> dict:
-    return {key: value for key, value in recorded.items() if key in known}
 
 
 def recorded_models(report: dict) -> dict:
@@ -229,7 +230,7 @@ def recorded_models(report: dict) -> dict:
     cli = config.get("cli")
     if isinstance(cli, dict):
         names = {"ollama_url": "ollama_url", "llm_model": "llm_model", "flux": "flux", "flux_base": "flux_base",
-                 "clip": "clip", "aesthetic": "aesthetic", "loras": "lora"}
+                 "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora"}
         return {flag: cli[key] for key, flag in names.items() if cli.get(key) is not None}
     found = {}
     llm = config.get("llm") or {}
@@ -291,15 +292,18 @@ def run(args: argparse.Namespace) -> int:
     from .prompts import PromptEngine
 
     client = OllamaClient(s["ollama_url"], s["llm_model"])
-    # Fail in a second if Ollama is down or the model is not pulled, not after loading Flux.
-    OllamaClient(s["ollama_url"], s["llm_model"], timeout=30, retries=1).check()
+    # Fail in a second if Ollama is down or a model is not pulled, not after loading Flux.
+    for model in filter(None, (s["llm_model"], s["caption_model"])):
+        OllamaClient(s["ollama_url"], model, timeout=30, retries=1).check()
+    caption_client = OllamaClient(s["ollama_url"], s["caption_model"]) if s["caption_model"] else None
     say(f"Ollama {client.base_url}: model {client.model} ready")
 
     from .generation import DiffusersFluxGenerator
     from .scoring import load_scorer
 
     say(f"loading scorer {s['clip']} + aesthetic {s['aesthetic'] or 'LAION (default)'} ...")
-    scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"])
+    scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"],
+                         caption_client=caption_client)
     say(f"loading Flux {s['flux']} ...")
     generator = DiffusersFluxGenerator(s["flux"], **cli_models.flux_kwargs(s))
     ops = PromptEngine(client, seed=plan.config.seed, low_vram=plan.config.low_vram)
@@ -357,26 +361,27 @@ def execute(plan: SearchPlan, ops, generator, scorer) -> int:
 def record_cli_settings(search, plan: SearchPlan) -> None:
     """Put the model choices in the record, so that --resume reloads the same models without flags."""
     s = plan.settings
-    extra = getattr(search, "extra_config", None)
-    if isinstance(extra, dict):
-        extra["cli"] = {"llm_model": s["llm_model"], "ollama_url": s["ollama_url"], "flux": s["flux"],
-                        "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
-                        "loras": [dataclasses.asdict(lora) for lora in s["loras"]]}
+    search.extra_config["cli"] = {"llm_model": s["llm_model"], "ollama_url": s["ollama_url"], "flux": s["flux"],
+                                  "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
+                                  "caption_model": s["caption_model"],
+                                  "loras": [dataclasses.asdict(lora) for lora in s["loras"]]}
 
 
 def print_summary(result) -> None:
     best = result.best
+    nan = float("nan")
     scores = best.scores or {}
     print(f"run directory: {result.run_dir}")
     print(f"stop reason:   {result.stop_reason}")
-    print(f"best:          {best.id}  total {scores.get('total', float('nan')):.2f}  "
-          f"alignment {scores.get('alignment', float('nan')):.2f}  aesthetic {scores.get('aesthetic', float('nan')):.2f}")
+    print(f"best:          {best.id}  total {scores.get('total', nan):.2f}  "
+          f"alignment {scores.get('alignment', nan):.2f}  aesthetic {scores.get('aesthetic', nan):.2f}")
     if best.image:
         print(f"image:         {Path(result.run_dir) / best.image}")
     print(f"prompt:        {best.prompt}")
     control = result.control or {}
-    if control.get("best_total") is not None:
-        print(f"control arm:   best total {float(control['best_total']):.2f} with seeds only (same image budget)")
+    if control.get("status") == "done" and control.get("delta_total") is not None:
+        print(f"control arm:   best total {control['best_total']:.2f} from seeds only with the same image budget "
+              f"(beam {'+' if control['delta_total'] >= 0 else ''}{control['delta_total']:.2f})")
     sys.stdout.flush()
 
 

@@ -47,8 +47,8 @@ def test_broken_setup_fails_with_a_fix_per_line(tmp_path):
                  "--lora", tmp_path / "no_lora.safetensors")
     assert result.returncode == 1
     lines = lines_by_label(result.stdout)
-    assert lines["ollama"] == ("fail", f"http://127.0.0.1:{port}: not reachable (connection refused)  → fix: start it "
-                                       "with `ollama serve` (or open the Ollama app), or point --ollama-url / "
+    assert lines["ollama"] == ("fail", f"http://127.0.0.1:{port}: not reachable (connection refused)  → fix: "
+                                       "start it with `ollama serve` (or open the Ollama app), or point --ollama-url / "
                                        "OLLAMA_BASE_URL at where it runs")
     for label in ("flux", "loras", "clip", "aesthetic"):
         assert lines[label][0] == "fail", label

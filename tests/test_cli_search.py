@@ -61,7 +61,8 @@ def summary(stdout: str) -> dict:
 def test_search_writes_the_record_and_prints_the_best(fake_ollama, models, tmp_path):
     out = tmp_path / "runs"
     result = cli("search", "a lighthouse at dusk", "--ollama-url", fake_ollama.url, *models, "--beam-width", 3,
-                 "--keep-top", 2, "--iterations", 2, "--seed", 7, "--out", out)
+                 "--keep-top", 2, "--iterations", 2, "--seed", 7, "--captions", "--caption-model", "llama3.1:8b",
+                 "--out", out)
     assert result.returncode == 0, result.stderr
     run_dir = only_run_dir(out)
     report = read_report(run_dir)
@@ -69,7 +70,7 @@ def test_search_writes_the_record_and_prints_the_best(fake_ollama, models, tmp_p
     assert report["stop_reason"] == "max_iterations" and report["status"] == "finished"
     assert [c["id"] for c in report["candidates"]] == ["i0c0", "i0c1", "i0c2", "i1c0", "i1c1"]
     for candidate in report["candidates"]:
-        assert candidate["status"] == "ok"
+        assert candidate["status"] == "ok" and candidate["caption"]       # described by the vision model
         assert (run_dir / candidate["image"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["config"]["beam_width"] == 3 and report["config"]["seed"] == 7
     assert report["config"]["cli"]["flux"] == str(models[1])           # what --resume reloads
@@ -82,7 +83,9 @@ def test_search_writes_the_record_and_prints_the_best(fake_ollama, models, tmp_p
     assert printed["image"] == str(run_dir / best["image"])
     # Progress goes to stderr (tqdm, one bar over all images), results to stdout.
     assert "round 2/2" in result.stderr and "5/5" in result.stderr and "Traceback" not in result.stderr
-    assert {body["model"] for body in fake_ollama.bodies("/api/chat")} == {"qwen2.5:7b-instruct"}
+    chats = fake_ollama.bodies("/api/chat")
+    assert {body["model"] for body in chats if "images" not in body["messages"][-1]} == {"qwen2.5:7b-instruct"}
+    assert sum(1 for body in chats if body["model"] == "llama3.1:8b" and body["messages"][-1].get("images")) == 5
 
 
 def test_ctrl_c_keeps_a_resumable_record_and_resume_finishes_it(fake_ollama, models, tmp_path):
@@ -247,11 +250,13 @@ INVALID = [
     (["--flux", "{missing}/flux"], "error: --flux: {missing}/flux not found"),
     (["--flux-base", "black-forest-labs/FLUX.1-dev"], "error: --flux-base: only applies when --flux is a single-file"),
     (["--clip", "ViT-Q-99/openai"], "error: --clip: unknown open_clip architecture 'ViT-Q-99'"),
-    (["--clip", "local-dir:{missing}"], "error: --clip: local-dir:{missing}: {missing}/open_clip_config.json not found"),
+    (["--clip", "local-dir:{missing}"],
+     "error: --clip: local-dir:{missing}: {missing}/open_clip_config.json not found"),
     (["--aesthetic", "{missing}/head.pth"], "error: --aesthetic: aesthetic checkpoint not found: {missing}/head.pth"),
     (["--aesthetic", "{wide}"], "error: --aesthetic: vit-b-head.pth expects 512-d embeddings"),
     (["--clip", "local-dir:{broken}"], "error: --clip: {broken}/open_clip_config.json is not a readable open_clip"),
     (["--out", "{file}/runs"], "error: --out: {file}/runs: {file} is a file, not a folder"),
+    (["--captions"], "error: --captions: needs --caption-model NAME"),
     (["--offload"], "error: --offload: moves Flux's parts to the GPU only while they run; this run is on the CPU"),
     (["--device", "tpu"], "error: --device: 'tpu' is not a device; use cuda, cuda:N, mps or cpu"),
 ]

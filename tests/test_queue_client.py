@@ -319,6 +319,10 @@ def test_ui_format_workflow_is_refused_with_the_way_out(tmp_path):
         load_workflow(str(path))
     assert info.value.name == "workflow"
     assert "UI-format" in str(info.value) and "workflows/api/" in str(info.value) and "Save (API)" in str(info.value)
+    (tmp_path / "api").mkdir()                            # the pack's layout: workflows/X.json + workflows/api/X.json
+    (tmp_path / "api" / "search.json").write_text(json.dumps(API_WORKFLOW))
+    with pytest.raises(InvalidParameter, match="use its API twin " + str(tmp_path / "api" / "search.json")):
+        load_workflow(str(path))
 
 
 def test_api_workflow_loads_and_a_saved_prompt_body_is_unwrapped(tmp_path):
