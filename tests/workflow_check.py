@@ -352,22 +352,24 @@ def check_api(prompt: dict, definitions: dict, node_class_mappings: dict = None,
         for name in inputs:
             if name not in specs and name not in extras:
                 problems.append(f"{where}: '{name}' is not an input of {node['class_type']}")
-        own_check = _own_validation(node_class_mappings, node["class_type"])
-        constants = {}
+        names, takes_all, validate = _own_validation(node_class_mappings, node["class_type"])
+        arguments = {}
         for spec in specs.values():
             if spec.name not in inputs:
                 if spec.required:
                     problems.append(f"{where}: required input '{spec.name}' is missing")
                 continue
             value = inputs[spec.name]
+            own = spec.name in names or takes_all
             if isinstance(value, list):
                 problems += _check_api_link(prompt, definitions, where, spec, value)
-            elif spec.name in own_check[0] or own_check[1]:
-                constants[spec.name] = value
-            else:
+                value = None            # a linked value is not known before the graph runs
+            elif not own:
                 problems += check_value(spec, value, where, files)
-        if own_check[2] is not None and constants:
-            result = own_check[2](**{k: v for k, v in constants.items() if k in own_check[0] or own_check[1]})
+            if own:
+                arguments[spec.name] = value
+        if validate is not None:
+            result = validate(**arguments)
             if result is not True:
                 problems.append(f"{where}: VALIDATE_INPUTS says {result!r}")
     if not has_output:
@@ -376,13 +378,15 @@ def check_api(prompt: dict, definitions: dict, node_class_mappings: dict = None,
 
 
 def _own_validation(node_class_mappings, class_type):
-    """(names VALIDATE_INPUTS takes, whether it takes **kwargs, the function) for a pack node, else nothing."""
+    """(input names VALIDATE_INPUTS takes, whether it takes **kwargs, the function) for a pack node, else none.
+
+    As in ComfyUI, the inputs it names are passed to it (linked ones as None) and skip the built-in checks."""
     cls = (node_class_mappings or {}).get(class_type)
     function = getattr(cls, "VALIDATE_INPUTS", None) if cls is not None else None
     if function is None:
         return (), False, None
     spec = inspect.getfullargspec(function)
-    return tuple(spec.args), spec.varkw is not None, function
+    return tuple(a for a in spec.args if a != "cls"), spec.varkw is not None, function
 
 
 def _check_api_link(prompt, definitions, where, spec, value) -> list:

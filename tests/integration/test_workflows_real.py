@@ -4,6 +4,7 @@ this machine's tiny ones (tiny Flux from the test pack, tiny CLIP-L and TAESD fi
 open_clip scorer). Bad inputs come back as node_errors naming the input."""
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,6 @@ def here(fake_ollama, tiny_clip_dir, tiny_aesthetic_path):
 @pytest.fixture(scope="module")
 def example_images(comfy_server):
     """example.png (the file ComfyUI ships in input/) plus two more distinct images, in the server's input/."""
-    import os
     source = Path(os.environ["COMFYUI_DIR"]) / "input" / "example.png"
     inputs = comfy_server.base / "input"
     Image.open(source).convert("RGB").save(inputs / "example.png")
