@@ -48,7 +48,8 @@ def test_loads_folder_and_renders_requested_size(tiny_generator, tiny_flux_dir):
 
 def test_seed_decides_the_image(tiny_generator):
     a, b, c = tiny_generator.generate([req(seed=1), req(seed=1), req(seed=2)])
-    assert torch.equal(a.image, b.image)
+    # Equal up to float noise: CPU GEMM kernels may block two identical rows of one batch differently.
+    torch.testing.assert_close(a.image, b.image, atol=1e-5, rtol=0)
     assert (a.image - c.image).abs().max() > 0.01
 
 
