@@ -243,7 +243,9 @@ def test_from_settings_reads_flux_model_and_loras(tiny_flux_dir, tiny_lora_path)
 
 def test_guidance_is_ignored_by_schnell_and_used_by_dev(tiny_generator, tiny_flux_dev_dir):
     low, high = tiny_generator.generate([req(guidance=1.0), req(guidance=6.0)])
-    assert torch.equal(low.image, high.image) and low.metadata["batch_size"] == 2   # one call, no guidance embed
+    # one call, no guidance embed (equal up to float noise between two rows of one batch)
+    torch.testing.assert_close(low.image, high.image, atol=1e-5, rtol=0)
+    assert low.metadata["batch_size"] == 2
     assert low.metadata["guidance"] is None
     dev = DiffusersFluxGenerator(str(tiny_flux_dev_dir), device="cpu")
     assert dev.max_sequence_length == 512
