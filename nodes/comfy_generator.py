@@ -144,15 +144,19 @@ class ComfyFluxGenerator:
             self._raise_if_stopped(should_stop)
             started = time.perf_counter()
             text = with_triggers(request.prompt, self.triggers)
-            positive = self._encode(text, request.guidance)
-            negative = self._encode_negative(request.negative or "", request.guidance)
 
             def step_done(_step, _total, _offset=done_steps):
                 if on_step is not None:
                     on_step(_offset + _step, total_steps)
                 self._raise_if_stopped(should_stop)
 
-            image = self._render(request, positive, negative, step_done)
+            try:
+                positive = self._encode(text, request.guidance)
+                negative = self._encode_negative(request.negative or "", request.guidance)
+                image = self._render(request, positive, negative, step_done)
+            except GenerationFailed as exc:
+                exc.completed = dict(enumerate(results))     # what rendered before this request
+                raise
             done_steps += request.steps
             results.append(GenerationResult(
                 image=image, seed=request.seed, seconds=time.perf_counter() - started, prompt=text,

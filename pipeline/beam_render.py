@@ -45,10 +45,12 @@ class RoundRenderer:
         self.check_stop()
         images = self._generate_batch(candidates, requests)
         self.check_stop()
-        if images is not None:
+        if images is not None and len(images) == len(candidates):
             return images
-        images = {}
+        images = images or {}     # the images the failed batch did render are kept, not rendered again
         for candidate, request in zip(candidates, requests):
+            if candidate.id in images:
+                continue
             self.check_stop()
             try:
                 images.update(self._generate_batch([candidate], [request], raise_errors=True))
@@ -71,10 +73,11 @@ class RoundRenderer:
             raise StopRequested() from None
         except (StopRequested, KeyboardInterrupt):
             raise
-        except Exception:
+        except Exception as exc:
             if raise_errors:
                 raise
-            return None
+            completed = getattr(exc, "completed", None) or {}
+            return {candidates[i].id: _as_hwc(r.image) for i, r in completed.items() if 0 <= i < len(candidates)}
         finally:
             self.generate_s += time.perf_counter() - started
 

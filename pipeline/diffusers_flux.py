@@ -323,7 +323,12 @@ class DiffusersFluxGenerator:
         results: list[Optional[GenerationResult]] = [None] * len(requests)
         for chunk in plan:
             reporter.check()
-            for index, result in zip(chunk, self._render([requests[i] for i in chunk], reporter)):
+            try:
+                rendered = self._render([requests[i] for i in chunk], reporter)
+            except GenerationFailed as exc:
+                exc.completed = {i: r for i, r in enumerate(results) if r is not None}
+                raise
+            for index, result in zip(chunk, rendered):
                 results[index] = result
         return results
 

@@ -3,6 +3,7 @@
 Every failure a user can meet is one of these, with a message that says what to do about it. Nodes let them
 propagate (ComfyUI shows the message); the CLI turns them into exit codes (InvalidParameter -> 2, others -> 1).
 """
+from typing import Mapping, Optional
 
 
 class PromptBeamError(Exception):
@@ -22,7 +23,15 @@ class ModelNotFound(PromptBeamError, FileNotFoundError):
 
 
 class GenerationFailed(PromptBeamError, RuntimeError):
-    """An image could not be rendered (backend error, OOM, service down)."""
+    """An image could not be rendered (backend error, OOM, service down).
+
+    `completed` maps request positions to the GenerationResults that were rendered before the failure, so a
+    caller retrying the rest does not render those again.
+    """
+
+    def __init__(self, message: str, completed: Optional[Mapping[int, object]] = None):
+        self.completed = dict(completed or {})
+        super().__init__(message)
 
 
 class ScoringFailed(PromptBeamError, RuntimeError):

@@ -25,7 +25,7 @@ def _unit(*parts) -> list[float]:
 
 class HashGenerator:
     """Renders [H, W, 3] images from a hash of (prompt, seed). `fail_when(prompt, seed) -> bool` makes chosen
-    requests fail (a batch containing one fails as a whole, like a real backend error mid-batch)."""
+    requests fail; like the real backends, the GenerationFailed carries the results rendered before it."""
 
     def __init__(self, steps_per_image: int = 2, fail_when=None, quality=None):
         self.steps_per_image = steps_per_image
@@ -58,7 +58,7 @@ class HashGenerator:
         results = []
         for request in requests:
             if self.fail_when is not None and self.fail_when(request.prompt, request.seed):
-                raise GenerationFailed(f"backend error on {request.prompt[:30]!r}")
+                raise GenerationFailed(f"backend error on {request.prompt[:30]!r}", completed=dict(enumerate(results)))
             image = self.render(request.prompt, request.seed, request.width, request.height)
             results.append(GenerationResult(image=image, seed=request.seed, seconds=0.0, prompt=request.prompt))
         return results

@@ -57,8 +57,8 @@ def test_a_failing_candidate_is_isolated_and_recorded(tmp_path):
     assert statuses == [("i0c0", "ok"), ("i0c1", "ok"), ("i0c2", "failed"), ("i0c3", "ok")]
     failed = report["candidates"][2]
     assert failed["failed_stage"] == "generate" and failed["error"].startswith("GenerationFailed: backend error")
-    # the batch failed once, then each request was rendered alone
-    assert [len(call) for call in generator.calls] == [4, 1, 1, 1, 1]
+    # the batch failed at its third request; the two images it had rendered are kept, the rest rendered alone
+    assert [len(call) for call in generator.calls] == [4, 1, 1]
     assert result.stop_reason == "max_iterations" and report["images"]["failed"] == 1
     assert_valid_record(report, result.run_dir)
 

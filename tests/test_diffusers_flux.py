@@ -282,6 +282,20 @@ def test_out_of_memory_becomes_an_actionable_error(tiny_generator):
     assert "max_batch" in str(info.value) and "offload" in str(info.value)
 
 
+def test_a_failing_batch_hands_back_the_images_rendered_before_it(tiny_generator):
+    requests = [req(seed=4), req(seed=5, width=48)]        # two sizes: two pipeline calls
+
+    def fail_in_second_call(done, total):
+        if done > TINY_STEPS:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(GenerationFailed) as info:
+        tiny_generator.generate(requests, on_step=fail_in_second_call)
+    assert list(info.value.completed) == [0]
+    alone = tiny_generator.generate(requests[:1])[0]
+    torch.testing.assert_close(info.value.completed[0].image, alone.image, atol=1e-5, rtol=0)
+
+
 def test_pipeline_without_text_encoders_uses_a_prompt_encoder(tiny_generator):
     from diffusers import FluxPipeline
 

@@ -381,6 +381,27 @@ def test_sampling_errors_become_generation_failed():
         generator.generate([generator.request("a fox", 77)])
 
 
+def test_a_failure_mid_list_hands_back_the_images_rendered_before_it():
+    model, clip, vae = models()
+
+    class VAEFailingOnSecondImage:
+        calls = 0
+
+        def decode(self, samples):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("out of memory decoding")
+            return vae.decode(samples)
+
+    generator = ComfyFluxGenerator(model, clip, VAEFailingOnSecondImage(), **SIZE)
+    requests = [generator.request("a fox", 1), generator.request("a hare", 2), generator.request("an owl", 3)]
+    with pytest.raises(errors.GenerationFailed, match=r"seed 2 ") as info:
+        generator.generate(requests)
+    assert list(info.value.completed) == [0]
+    expected = ComfyFluxGenerator(model, clip, vae, **SIZE).generate(requests[:1])[0].image
+    assert torch.equal(info.value.completed[0].image, expected)
+
+
 # ---- the nodes end to end -------------------------------------------------------------------------------
 
 
