@@ -5,9 +5,11 @@ relative.
 """
 if __package__:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    WEB_DIRECTORY = "./web"   # the editor extension: a model picker for the Ollama node
 else:
     # Imported as a lone module, outside any package: pytest does this with the __init__.py of a rootdir whose
     # folder name is not a valid package name (e.g. a clone in "comfyui-promptbeam/"). There is no pack to register.
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
+    WEB_DIRECTORY = None
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
