@@ -1,14 +1,15 @@
 // Prompt Beam editor extension: a model picker on the PromptBeamOllama node.
 //
 // The node's `model` input stays a plain STRING, so a workflow queued through the API never fails validation
-// because this server's Ollama has other models. The button only helps fill the text in: it asks the pack's route
+// because this server's Ollama has other models. The picker only helps fill the text in: it asks the pack's route
 // GET /promptbeam/ollama/models for the models installed at the node's base_url and lists them in a menu.
-// The button is not part of the workflow: it is left out of both the saved widgets_values and the API prompt.
+// Nothing of the picker is saved: the workflow file and the API prompt stay exactly as without this extension.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const NODE_TYPE = "PromptBeamOllama";
-const BUTTON_LABEL = "choose Ollama model…";
+const PICKER_LABEL = "choose Ollama model…";
+const TITLE_BUTTON = "promptbeam_choose_ollama_model";
 const MODELS_ROUTE = "/promptbeam/ollama/models";
 
 function escapeHtml(text) {
@@ -35,12 +36,13 @@ async function fetchModels(baseUrl) {
   }
 }
 
-// Where the menu opens when no pointer event is at hand (e.g. the callback was called from code): under the node's title.
-function menuPositionFor(node) {
+// The menu is placed by a pointer event (LiteGraph's ContextMenu wants one). From the title button there is none at
+// hand, so one is made at the right end of the node's title bar.
+function pointerAt(node) {
   const canvas = app.canvas;
   const rect = canvas.canvas.getBoundingClientRect();
-  const [x, y] = canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1]]);
-  return { left: rect.left + x, top: rect.top + y };
+  const [x, y] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] - 20, node.pos[1]]);
+  return new MouseEvent("click", { clientX: rect.left + x, clientY: rect.top + y });
 }
 
 async function chooseModel(node, event) {
@@ -68,9 +70,8 @@ async function chooseModel(node, event) {
     content: escapeHtml(name) + (name === modelWidget.value ? " ✓" : ""),
     callback: () => pick(name),
   }));
-  const position = event instanceof MouseEvent ? { event } : menuPositionFor(node);
   new LiteGraph.ContextMenu(entries, {
-    ...position,
+    event: event instanceof MouseEvent ? event : pointerAt(node),
     title: escapeHtml(`Ollama models at ${where}`),
     className: "dark promptbeam-ollama-models",
     scale: Math.max(1, app.canvas.ds.scale),
@@ -79,12 +80,29 @@ async function chooseModel(node, event) {
 
 app.registerExtension({
   name: "promptbeam.ollamaModels",
+  // The picker is reached from the node's title bar (an icon) and its right-click menu, never from a widget row:
+  // an extra widget would make every saved PromptBeamOllama node grow taller when a workflow is opened (the editor
+  // resizes nodes to fit their widgets), so opening and re-saving a workflow would change it.
+  beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name !== NODE_TYPE) return;
+    const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;
+    nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
+      const result = getExtraMenuOptions?.apply(this, arguments);
+      options.unshift(
+        { content: PICKER_LABEL, callback: (_value, _options, event) => chooseModel(this, event) },
+        null,
+      );
+      return result;
+    };
+    const onTitleButtonClick = nodeType.prototype.onTitleButtonClick;
+    nodeType.prototype.onTitleButtonClick = function (button, canvas) {
+      if (button.name === TITLE_BUTTON) chooseModel(this, null);
+      else onTitleButtonClick?.call(this, button, canvas);
+    };
+  },
   nodeCreated(node) {
     if (node.comfyClass !== NODE_TYPE) return;
-    // Added last, after every input widget, so skipping it leaves no hole in widgets_values.
-    const button = node.addWidget("button", BUTTON_LABEL, null, (_widget, _canvas, _node, _pos, event) => {
-      chooseModel(node, event);
-    }, { serialize: false });   // options.serialize=false: left out of the API prompt (graphToPrompt)
-    button.serialize = false;    // widget.serialize=false: left out of the saved workflow's widgets_values
+    // Title buttons are drawn in the PrimeIcons font; \ue967 is pi-list. Older frontends have no title buttons.
+    node.addTitleButton?.({ name: TITLE_BUTTON, text: "\ue967", fontSize: 16, xOffset: -10, yOffset: 0 });
   },
 });
