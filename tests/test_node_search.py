@@ -1,4 +1,4 @@
-"""Contract tests of the PromptBeamSearch node on the fake ComfyUI (tests/fake_comfy), fed by the pack's own nodes:
+"""Contract tests of the PromptBeamSearch node on the fake ComfyUI (tests/comfy_fakes), fed by the pack's own nodes:
 Prompt Beam Ollama (-> the fake Ollama server), Flux Generator (ComfyFluxGenerator on the fake MODEL/CLIP/VAE)
 and Scorer Loader (the tiny open_clip + aesthetic head)."""
 import json
@@ -13,7 +13,7 @@ from tests.fixtures.comfy import PACK_MODULE, load_pack
 load_pack()
 import comfy.model_management  # noqa: E402  (the fake modules are importable once the pack is loaded)
 import comfy.utils  # noqa: E402
-import fake_models  # noqa: E402
+from tests.comfy_fakes import fake_models  # noqa: E402
 from server import PromptServer  # noqa: E402
 
 search_node = sys.modules[f"{PACK_MODULE}.nodes.search_node"]

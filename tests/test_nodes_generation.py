@@ -1,4 +1,4 @@
-"""Contract tests of the generation nodes and ComfyFluxGenerator against the fake ComfyUI (tests/fake_comfy).
+"""Contract tests of the generation nodes and ComfyFluxGenerator against the fake ComfyUI (tests/comfy_fakes).
 
 The fake MODEL / CLIP / VAE do real tensor maths, so these tests check what the adapter computes, not only which
 functions it calls. The same properties are checked on a real ComfyUI in tests/integration/.
@@ -19,7 +19,7 @@ import comfy.sample  # noqa: E402
 import comfy.samplers  # noqa: E402
 import comfy.sd  # noqa: E402
 import comfy.utils  # noqa: E402
-import fake_models  # noqa: E402
+from tests.comfy_fakes import fake_models  # noqa: E402
 import folder_paths  # noqa: E402
 import node_helpers  # noqa: E402
 

@@ -9,8 +9,7 @@ import zlib
 import torch
 from torch import nn
 
-import comfy.model_patcher
-import comfy.sd
+from . import fake_model_patcher, fake_sd
 
 LATENT_CHANNELS = 16
 TEXT_DIM = 24
@@ -102,15 +101,15 @@ def _seeded(module, seed):
 
 def tiny_model(seed=0):
     """MODEL: a ModelPatcher around the tiny Flux-shaped model."""
-    return comfy.model_patcher.ModelPatcher(_seeded(TinyFluxModel(), seed), torch.device("cpu"), torch.device("cpu"))
+    return fake_model_patcher.ModelPatcher(_seeded(TinyFluxModel(), seed), torch.device("cpu"), torch.device("cpu"))
 
 
 def tiny_clip(seed=1):
-    return comfy.sd.CLIP(_seeded(TinyTextEncoder(), seed))
+    return fake_sd.CLIP(_seeded(TinyTextEncoder(), seed))
 
 
 def tiny_vae(seed=2):
-    return comfy.sd.VAE(_seeded(TinyDecoder(), seed))
+    return fake_sd.VAE(_seeded(TinyDecoder(), seed))
 
 
 def lora_state_dict(seed=3, rank=2, model_keys=("diffusion_model.img_in", "diffusion_model.final_layer"),

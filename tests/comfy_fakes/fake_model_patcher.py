@@ -24,13 +24,13 @@ class ModelPatcher:
         self.parent = None
 
     def clone(self):
-        n = self.__class__(self.model, self.load_device, self.offload_device, self.size, self.weight_inplace_update)
-        n.patches = {k: v[:] for k, v in self.patches.items()}
-        n.patches_uuid = self.patches_uuid
-        n.object_patches = self.object_patches.copy()
-        n.model_options = copy.deepcopy(self.model_options)
-        n.parent = self
-        return n
+        """Same model, own copies of the patch lists and options (patching the clone leaves this one as it is)."""
+        twin = copy.copy(self)
+        twin.patches = {key: list(entries) for key, entries in self.patches.items()}
+        twin.object_patches = dict(self.object_patches)
+        twin.model_options = copy.deepcopy(self.model_options)
+        twin.parent = self
+        return twin
 
     def is_clone(self, other):
         return hasattr(other, "model") and self.model is other.model

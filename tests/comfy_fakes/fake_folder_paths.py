@@ -1,5 +1,6 @@
 """Fake of ComfyUI's folder_paths: model folders, output/temp directories. Tests call `reset(base)`."""
 import os
+import tempfile
 
 supported_pt_extensions = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
 folder_names_and_paths: dict = {}
@@ -82,4 +83,4 @@ def get_full_path_or_raise(folder_name: str, filename: str) -> str:
     return path
 
 
-reset(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_base"))
+reset(tempfile.mkdtemp(prefix="fake-comfyui-"))   # tests call reset() with their own tmp_path

@@ -1,14 +1,15 @@
 """Fake of comfy.sd: `load_lora_for_models` and the CLIP / VAE wrapper classes, with the 0.3.64 method signatures
 the pack calls (CLIP.tokenize, CLIP.encode_from_tokens_scheduled, CLIP.clone, CLIP.add_patches, VAE.decode).
 
-The wrapped models are tiny real torch modules (tests/fake_comfy/fake_models.py), so encodings, LoRA patches and
+The wrapped models are tiny real torch modules (tests/comfy_fakes/fake_models.py), so encodings, LoRA patches and
 decoded images are real tensor maths. Calls are recorded in LORA_CALLS and TOKENIZED for contract tests.
 """
+import copy
 import logging
 
 import torch
 
-import comfy.model_patcher
+from . import fake_model_patcher
 
 LORA_CALLS = []   # (lora keys, strength_model, strength_clip) per load_lora_for_models call
 TOKENIZED = []    # every text CLIP.tokenize was given
@@ -68,17 +69,16 @@ class CLIP:
         if no_init:
             return
         self.cond_stage_model = cond_stage_model
-        self.patcher = comfy.model_patcher.ModelPatcher(cond_stage_model, torch.device("cpu"), torch.device("cpu"))
+        self.patcher = fake_model_patcher.ModelPatcher(cond_stage_model, torch.device("cpu"), torch.device("cpu"))
         self.layer_idx = None
         self.tokenizer_options = {}
 
     def clone(self):
-        n = CLIP(no_init=True)
-        n.patcher = self.patcher.clone()
-        n.cond_stage_model = self.cond_stage_model
-        n.layer_idx = self.layer_idx
-        n.tokenizer_options = self.tokenizer_options.copy()
-        return n
+        """Same encoder, own patcher (LoRA patches on the clone leave this one as it is)."""
+        twin = copy.copy(self)
+        twin.patcher = self.patcher.clone()
+        twin.tokenizer_options = dict(self.tokenizer_options)
+        return twin
 
     def add_patches(self, patches, strength_patch=1.0, strength_model=1.0):
         return self.patcher.add_patches(patches, strength_patch, strength_model)

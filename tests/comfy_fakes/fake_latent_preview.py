@@ -4,11 +4,11 @@ Real ComfyUI also renders a preview image when a preview method is enabled; its 
 what this fake reproduces (preview None). The ProgressBar's global hook is where ComfyUI reports progress and
 raises on interrupt, so the pack's progress and interruption both go through here.
 """
-import comfy.utils
+from . import fake_utils
 
 
 def prepare_callback(model, steps, x0_output_dict=None):
-    pbar = comfy.utils.ProgressBar(steps)
+    pbar = fake_utils.ProgressBar(steps)
 
     def callback(step, x0, x, total_steps):
         if x0_output_dict is not None:

@@ -1,5 +1,7 @@
 """Fake of comfy.utils: ProgressBar with the global hook ComfyUI installs (main.py sets it to report progress
 and to raise on interrupt at every update)."""
+import torch
+
 PROGRESS_BAR_HOOK = None
 PROGRESS_UPDATES = []  # (value, total, preview, node_id), recorded for tests
 
@@ -10,20 +12,18 @@ def set_progress_bar_global_hook(function):
 
 
 class ProgressBar:
+    """Contract: update_absolute(value, total, preview) clamps value to total, records it and calls the hook that
+    was installed when the bar was made (ComfyUI's hook raises on interrupt)."""
+
     def __init__(self, total, node_id=None):
-        self.total = total
-        self.current = 0
+        self.total, self.current, self.node_id = total, 0, node_id
         self.hook = PROGRESS_BAR_HOOK
-        self.node_id = node_id
 
     def update_absolute(self, value, total=None, preview=None):
-        if total is not None:
-            self.total = total
-        if value > self.total:
-            value = self.total
-        self.current = value
+        self.total = self.total if total is None else total
+        self.current = min(value, self.total)
         PROGRESS_UPDATES.append((self.current, self.total, preview, self.node_id))
-        if self.hook is not None:
+        if self.hook:
             self.hook(self.current, self.total, preview, node_id=self.node_id)
 
     def update(self, value):
@@ -51,10 +51,6 @@ def load_torch_file(ckpt, safe_load=False, device=None, return_metadata=False):
 
 
 def repeat_to_batch_size(tensor, batch_size, dim=0):
-    if tensor.shape[dim] > batch_size:
-        return tensor.narrow(dim, 0, batch_size)
-    if tensor.shape[dim] < batch_size:
-        repeats = [1] * tensor.dim()
-        repeats[dim] = -(-batch_size // tensor.shape[dim])
-        return tensor.repeat(*repeats).narrow(dim, 0, batch_size)
-    return tensor
+    """`tensor` cycled or cut along `dim` to exactly `batch_size` entries."""
+    index = torch.arange(batch_size) % tensor.shape[dim]
+    return tensor.index_select(dim, index)
