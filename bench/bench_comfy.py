@@ -15,11 +15,8 @@ Env: OUT (folder for bench_comfy.json, default bench/out), REPEATS (default 3).
 """
 import hashlib
 import importlib
-import json
 import os
-import statistics
 import sys
-import time
 import types
 
 import torch
@@ -29,6 +26,9 @@ COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 if not COMFYUI_DIR or not os.path.isfile(os.path.join(COMFYUI_DIR, "comfy", "sample.py")):
     sys.exit("set COMFYUI_DIR to a ComfyUI checkout")
 sys.path.insert(0, COMFYUI_DIR)
+sys.path.insert(0, os.path.join(REPO, "bench"))
+from bench_common import Results, device_name, median_seconds  # noqa: E402
+
 TINY = os.environ.get("TINY") == "1"
 from comfy.cli_args import args  # noqa: E402
 
@@ -45,32 +45,10 @@ DTYPE = torch.float32 if TINY else torch.bfloat16
 SIZE = 64 if TINY else 1024
 STEPS = 4
 REPEATS = int(os.environ.get("REPEATS", "1" if TINY else "3"))
-OUT = os.environ.get("OUT") or os.path.join(REPO, "bench", "out")
 TEXT_TOKENS = 256
-result = {"device": torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu", "torch": torch.__version__,
-          "size": SIZE, "steps": STEPS, "tiny": TINY}
-
-
-def log(key, value):
-    result[key] = value
-    print(f"{key}: {value}", flush=True)
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "bench_comfy.json"), "w") as handle:
-        json.dump(result, handle, indent=1)
-
-
-def median_seconds(fn):
-    fn()
-    times = []
-    for _ in range(REPEATS):
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times), 4)
+result = Results("bench_comfy", device=device_name(DEVICE), torch=torch.__version__, size=SIZE, steps=STEPS,
+                 tiny=TINY)
+log = result.log
 
 
 def import_comfy_generator():
@@ -151,10 +129,10 @@ def main():
 
     generator = comfy_generator.ComfyFluxGenerator(patcher, clip, vae, width=SIZE, height=SIZE, steps=STEPS)
     requests = [generator.request(p, seed=1 + i) for i, p in enumerate(prompts)]
-    log("raw_bs1_s", median_seconds(lambda: raw(1)))
-    log("raw_bs4_s", median_seconds(lambda: raw(4)))
+    log("raw_bs1_s", median_seconds(lambda: raw(1), REPEATS))
+    log("raw_bs4_s", median_seconds(lambda: raw(4), REPEATS))
     log("raw_bs4_per_image_s", round(result["raw_bs4_s"] / 4, 4))
-    log("generator_x4_s", median_seconds(lambda: generator.generate(requests)))
+    log("generator_x4_s", median_seconds(lambda: generator.generate(requests), REPEATS))
     log("generator_per_image_s", round(result["generator_x4_s"] / 4, 4))
     log("generator_overhead_vs_raw_bs1_pct", round(100 * (result["generator_per_image_s"] / result["raw_bs1_s"] - 1), 1))
     if DEVICE.type == "cuda":
@@ -162,7 +140,7 @@ def main():
     ours = generator.generate(requests[:1])[0].image
     reference = raw(1, seed=1)[0].float().cpu()
     log("generator_vs_raw_max_abs_diff", round((ours - reference).abs().max().item(), 6))
-    print("RESULT", json.dumps(result), flush=True)
+    result.print_final()
 
 
 if __name__ == "__main__":

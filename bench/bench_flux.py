@@ -11,18 +11,18 @@ Env: OUT (folder for bench_flux.json, default bench/out), REPEATS (default 3), O
 run at batch 1), SIZE (default 1024).
 """
 import hashlib
-import json
 import os
-import statistics
 import sys
 import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pipeline.diffusers_flux import DiffusersFluxGenerator  # noqa: E402
 from pipeline.generation import GenerationRequest  # noqa: E402
+from bench_common import Results, device_name, median_seconds  # noqa: E402
 
 TINY = os.environ.get("TINY") == "1"
 DEVICE = "cuda" if torch.cuda.is_available() and not TINY else "cpu"
@@ -30,40 +30,14 @@ DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
 SIZE = 64 if TINY else int(os.environ.get("SIZE", "1024"))
 STEPS = 4
 REPEATS = int(os.environ.get("REPEATS", "2" if TINY else "3"))
-OUT = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 TEXT_TOKENS = 256                                       # FLUX.1-schnell's T5 length
 
 PROMPTS = ["a lighthouse on a cliff at dusk, oil painting", "a red fox in fresh snow, telephoto photograph",
            "an isometric cutaway of a tiny bakery, 3d render", "portrait of an old sailor, charcoal drawing"]
 
-result = {"device": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu", "torch": torch.__version__,
-          "dtype": str(DTYPE).replace("torch.", ""), "size": SIZE, "steps": STEPS, "tiny": TINY}
-
-
-def log(key, value):
-    result[key] = value
-    print(f"{key}: {value}", flush=True)
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "bench_flux.json"), "w") as handle:
-        json.dump(result, handle, indent=1)
-
-
-def sync():
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_seconds(fn, repeats=REPEATS, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times), 4)
+result = Results("bench_flux", device=device_name(DEVICE), torch=torch.__version__,
+                 dtype=str(DTYPE).replace("torch.", ""), size=SIZE, steps=STEPS, tiny=TINY)
+log = result.log
 
 
 def build_pipeline():
@@ -116,11 +90,11 @@ def main():
     requests = [GenerationRequest(prompt=p, seed=100 + i, width=SIZE, height=SIZE, steps=STEPS)
                 for i, p in enumerate(PROMPTS)]
 
-    seconds_1 = median_seconds(lambda: generator.generate(requests[:1]))
+    seconds_1 = median_seconds(lambda: generator.generate(requests[:1]), REPEATS)
     log("generator_bs1_s", seconds_1)
     log("generator_bs1_images_per_s", round(1 / seconds_1, 3))
     batch = {}
-    seconds_4 = median_seconds(lambda: batch.update(out=generator.generate(requests)))
+    seconds_4 = median_seconds(lambda: batch.update(out=generator.generate(requests)), REPEATS)
     assert [r.metadata["batch_size"] for r in batch["out"]] == [4] * 4, "batch of 4 was split"
     log("generator_bs4_s", seconds_4)
     log("generator_bs4_images_per_s", round(4 / seconds_4, 3))
@@ -137,8 +111,8 @@ def main():
                         guidance_scale=0.0, height=SIZE, width=SIZE, output_type="pt",
                         generator=[torch.Generator("cpu").manual_seed(100 + i) for i in range(n)]).images
 
-    log("raw_pipeline_bs1_s", median_seconds(lambda: raw(1)))
-    log("raw_pipeline_bs4_s", median_seconds(lambda: raw(4)))
+    log("raw_pipeline_bs1_s", median_seconds(lambda: raw(1), REPEATS))
+    log("raw_pipeline_bs4_s", median_seconds(lambda: raw(4), REPEATS))
     log("generator_overhead_bs4_pct", round(100 * (seconds_4 / result["raw_pipeline_bs4_s"] - 1), 1))
 
     # A request gives the same image alone or in a batch (bf16 on GPU: small numeric differences only).
@@ -154,7 +128,7 @@ def main():
                                                          offload=True, prompt_encoder=encode)
         log("offload_bs1_s", median_seconds(lambda: offloaded.generate(requests[:1]), repeats=2))
         log("offload_peak_mem_GB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
-    print("RESULT", json.dumps(result), flush=True)
+    result.print_final()
 
 
 if __name__ == "__main__":

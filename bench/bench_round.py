@@ -11,7 +11,6 @@ It answers two questions of the design:
     TINY=1 python bench/bench_round.py       # miniature models on the CPU, to check the script
 Env: OUT (folder for bench_round.json, default bench/out), BEAM (default 4), KEEP (2), ROUNDS (3), SIZE (1024).
 """
-import json
 import os
 import subprocess
 import sys
@@ -30,23 +29,16 @@ from pipeline.beam import BeamConfig, BeamSearch  # noqa: E402
 from pipeline.diffusers_flux import DiffusersFluxGenerator  # noqa: E402
 from pipeline.llm import OllamaClient  # noqa: E402
 from pipeline.prompts import PromptEngine  # noqa: E402
+from bench_common import Results  # noqa: E402
 
 TINY = bench_flux.TINY
 SIZE = bench_flux.SIZE
 BEAM = int(os.environ.get("BEAM", "4"))
 KEEP = int(os.environ.get("KEEP", "2"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-OUT = os.environ.get("OUT") or os.path.join(REPO, "bench", "out")
-result = {"device": bench_flux.result["device"], "torch": torch.__version__, "size": SIZE, "beam_width": BEAM,
-          "keep_top": KEEP, "iterations": ROUNDS, "tiny": TINY}
-
-
-def log(key, value):
-    result[key] = value
-    print(f"{key}: {value}", flush=True)
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "bench_round.json"), "w") as handle:
-        json.dump(result, handle, indent=1)
+result = Results("bench_round", device=bench_flux.result["device"], torch=torch.__version__, size=SIZE,
+                 beam_width=BEAM, keep_top=KEEP, iterations=ROUNDS, tiny=TINY)
+log = result.log
 
 
 def start_fake_ollama():
@@ -57,7 +49,6 @@ def start_fake_ollama():
 
 
 def main():
-    bench_flux.OUT = bench_scoring.OUT = OUT
     pipe = bench_flux.build_pipeline()
     encode = bench_flux.random_prompt_encoder(pipe)
     generator = DiffusersFluxGenerator.from_pipeline(pipe, model="random-flux-schnell-size", max_batch=4,
@@ -94,7 +85,7 @@ def main():
     log("controller_overhead_pct", round(100 * (wall - timings["llm_s"] - gpu) / wall, 2))
     if not TINY:
         log("peak_mem_GB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
-    print("RESULT", json.dumps(result), flush=True)
+    result.print_final()
 
 
 if __name__ == "__main__":

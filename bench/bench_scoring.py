@@ -13,9 +13,7 @@ batch size:
 Env: OUT (folder for bench_scoring.json, default bench/out), REPEATS (default 5), SIZE (default 1024),
 DTYPE (fp16 default, bf16 or fp32).
 """
-import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -23,9 +21,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pipeline.aesthetic import LaionAestheticHead  # noqa: E402
 from pipeline.scoring import Scorer, load_scorer, resolve_dtype  # noqa: E402
+from bench_common import Results, device_name, median_seconds  # noqa: E402
 
 TINY = os.environ.get("TINY") == "1"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() and not TINY else "cpu")
@@ -33,41 +33,11 @@ DTYPE = resolve_dtype(os.environ.get("DTYPE", "fp16") if DEVICE.type == "cuda" e
 SIZE = 64 if TINY else int(os.environ.get("SIZE", "1024"))
 REPEATS = int(os.environ.get("REPEATS", "2" if TINY else "5"))
 BATCHES = (1, 4, 8, 16)
-OUT = os.environ.get("OUT") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 PROMPT = "a red fox standing in fresh snow at dawn, telephoto photograph"
 
-result = {"device": torch.cuda.get_device_name(0) if DEVICE.type == "cuda" else "cpu", "torch": torch.__version__,
-          "dtype": str(DTYPE).replace("torch.", ""), "image_size": SIZE, "tiny": TINY, "runs": []}
-
-
-def log(key, value):
-    result[key] = value
-    print(f"{key}: {value}", flush=True)
-    save()
-
-
-def save():
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "bench_scoring.json"), "w") as handle:
-        json.dump(result, handle, indent=1)
-
-
-def sync():
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_seconds(fn, repeats=REPEATS, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times), 5)
+result = Results("bench_scoring", device=device_name(DEVICE), torch=torch.__version__,
+                 dtype=str(DTYPE).replace("torch.", ""), image_size=SIZE, tiny=TINY, runs=[])
+log = result.log
 
 
 def build_scorer():
@@ -109,14 +79,14 @@ def main():
                 scorer.clip.encode_text(tokens)
                 scorer.aesthetic(image)
 
-        score_s = median_seconds(lambda: scorer.score(images, PROMPT))
-        forward_s = median_seconds(forward)
+        score_s = median_seconds(lambda: scorer.score(images, PROMPT), REPEATS, digits=5)
+        forward_s = median_seconds(forward, REPEATS, digits=5)
         run = {"batch": batch, "score_s": score_s, "score_per_image_s": round(score_s / batch, 5),
                "images_per_s": round(batch / score_s, 1), "forward_s": forward_s}
         if DEVICE.type == "cuda":
             run["peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         result["runs"].append(run)
-        save()
+        result.save()
 
     print(f"\nCLIP ViT-L/14 + LAION head on {result['device']} ({result['dtype']}, {SIZE}x{SIZE} inputs)")
     header = f"{'batch':>5} {'score s':>9} {'s/image':>9} {'images/s':>9} {'forward s':>10} {'peak GB':>8}"
@@ -124,7 +94,7 @@ def main():
     for run in result["runs"]:
         print(f"{run['batch']:>5} {run['score_s']:>9.4f} {run['score_per_image_s']:>9.4f} "
               f"{run['images_per_s']:>9.1f} {run['forward_s']:>10.4f} {run.get('peak_gb', float('nan')):>8.2f}")
-    print(f"\nwrote {os.path.join(OUT, 'bench_scoring.json')}")
+    print(f"\nwrote {result.path}")
 
 
 if __name__ == "__main__":
