@@ -67,12 +67,6 @@ def apply_loras(model, clip, loras: Sequence[LoraSpec]):
     return model, clip
 
 
-def unique_triggers(loras: Sequence[LoraSpec]) -> list[str]:
-    """Trigger words of the active LoRAs, in LoRA order, each once."""
-    triggers = [lora.trigger.strip() for lora in loras if lora.weight != 0 and lora.trigger and lora.trigger.strip()]
-    return list(dict.fromkeys(triggers))
-
-
 class ComfyFluxGenerator:
     """Renders GenerationRequests on ComfyUI's MODEL / CLIP / VAE through ComfyUI's own sampler.
 
@@ -97,7 +91,9 @@ class ComfyFluxGenerator:
                                           guidance=guidance, sampler=sampler_name, scheduler=scheduler).validate()
         self.cfg = float(cfg)
         self.denoise = float(denoise)
-        self.triggers = unique_triggers(self.loras)
+        # A zero-weight LoRA is not applied (see apply_loras), so its trigger words are left out too.
+        self.triggers = [lora.trigger.strip() for lora in self.loras
+                         if lora.weight != 0 and (lora.trigger or "").strip()]
         self.model, self.clip = apply_loras(model, clip, self.loras)
         self.vae = vae
         self._negatives: dict = {}   # (text, guidance) -> conditioning; nearly always just the empty prompt
@@ -124,8 +120,10 @@ class ComfyFluxGenerator:
         return {"backend": "comfyui", "model": type(getattr(self.model, "model", self.model)).__name__,
                 "width": d.width, "height": d.height, "steps": d.steps, "guidance": d.guidance,
                 "sampler": d.sampler, "scheduler": d.scheduler, "cfg": self.cfg, "denoise": self.denoise,
-                "loras": [{"path": os.path.basename(l.path), "trigger": l.trigger, "weight": l.weight}
-                          for l in self.loras]}
+                "loras": self._lora_record()}
+
+    def _lora_record(self) -> list[dict]:
+        return [{"path": os.path.basename(l.path), "trigger": l.trigger, "weight": l.weight} for l in self.loras]
 
     def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
                  should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
@@ -163,7 +161,7 @@ class ComfyFluxGenerator:
                 metadata={"width": request.width, "height": request.height, "steps": request.steps,
                           "guidance": request.guidance, "sampler": request.sampler, "scheduler": request.scheduler,
                           "cfg": self.cfg, "denoise": self.denoise, "negative": request.negative,
-                          "loras": self.describe()["loras"]}))
+                          "loras": self._lora_record()}))
         return results
 
     # ---- the standard chain, node by node -----------------------------------------------------------------

@@ -9,7 +9,8 @@ import logging
 
 from ..pipeline.config import DEFAULT_OLLAMA_MODEL, DEFAULT_OLLAMA_URL, Settings
 from ..pipeline.errors import InvalidParameter, PromptBeamError
-from ..pipeline.llm import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, OllamaClient
+from ..pipeline.llm import DEFAULT_KEEP_ALIVE, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, OllamaClient
+from ..pipeline.prompt_templates import DIMENSIONS, STYLES
 from ..pipeline.prompts import DEFAULT_TEMPERATURES, MAX_EXPAND, PromptEngine
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def _seed_input(tooltip):
 
 
 def _dimension_input():
-    return (["what", "how"], {"default": "what", "tooltip": "what = content of the picture, how = its look"})
+    return (list(DIMENSIONS), {"default": "what", "tooltip": "what = content of the picture, how = its look"})
 
 
 def _engine(llm):
@@ -43,15 +44,14 @@ def _engine(llm):
     return llm
 
 
-def _after(llm):
-    """In low-VRAM mode, give the GPU memory back to Flux as soon as the LLM work of this node is done."""
-    if getattr(llm, "low_vram", False):
-        llm.client.unload()
-
-
-def _report_fallback(op, result):
+def _finish(llm, op, result):
+    """Log a rule-based fallback and, in low-VRAM mode, give the GPU memory back to Flux as soon as the LLM work of
+    this node is done. Returns the operation's value."""
     if result.fallback:
         log.warning("Prompt Beam: %s used the rule-based fallback (%s)", op, result.problem)
+    if getattr(llm, "low_vram", False):
+        llm.client.unload()
+    return result.value
 
 
 class PromptBeamOllama:
@@ -70,9 +70,9 @@ class PromptBeamOllama:
                                           "tooltip": f"-1 = per-operation defaults ({temps}); otherwise one "
                                                      "temperature for every operation"}),
                 "seed": _seed_input("default Ollama seed for operations that do not pass their own"),
-                "keep_alive": ("STRING", {"default": "5m", "tooltip": "how long Ollama keeps the model loaded: "
-                                                                      "'5m', '1h', '0' (unload after each call), "
-                                                                      "'-1' (forever)"}),
+                "keep_alive": ("STRING", {"default": DEFAULT_KEEP_ALIVE,
+                                          "tooltip": "how long Ollama keeps the model loaded: '5m', '1h', "
+                                                     "'0' (unload after each call), '-1' (forever)"}),
             },
             "optional": {
                 "timeout": ("INT", {"default": int(DEFAULT_TIMEOUT_S), "min": 5, "max": 3600,
@@ -132,9 +132,7 @@ class PromptBeamExpand:
     def expand(self, llm, prompt, dimension, variants, seed):
         llm = _engine(llm)
         result = llm.expand(prompt, dimension, variants, seed=seed)
-        _report_fallback("expand", result)
-        _after(llm)
-        return (list(result.value),)
+        return (list(_finish(llm, "expand", result)),)
 
 
 class PromptBeamRefine:
@@ -169,9 +167,7 @@ class PromptBeamRefine:
         llm = _engine(llm)
         result = llm.refine(prompt, dimension, parse_critique(critique), user_prompt,
                             history=parse_history(history), seed=seed)
-        _report_fallback("refine", result)
-        _after(llm)
-        return (result.value,)
+        return (_finish(llm, "refine", result),)
 
 
 class PromptBeamCombine:
@@ -186,8 +182,8 @@ class PromptBeamCombine:
                 "how": ("STRING", {"multiline": True, "default": ""}),
                 "descriptiveness": ("INT", {"default": 2, "min": 1, "max": 3,
                                             "tooltip": "1 concise, 2 balanced, 3 descriptive"}),
-                "style": (["natural", "booru"], {"default": "natural",
-                                                 "tooltip": "natural sentences (Flux) or tag hybrid (anime models)"}),
+                "style": (list(STYLES), {"default": "natural",
+                                         "tooltip": "natural sentences (Flux) or tag hybrid (anime models)"}),
                 "seed": _seed_input("Ollama seed for this call"),
             },
             "optional": {
@@ -209,9 +205,7 @@ class PromptBeamCombine:
         if mode != "llm":
             raise InvalidParameter("mode", f"must be 'llm' or 'template', got {mode!r}")
         result = llm.combine(what, how, descriptiveness=descriptiveness, style=style, seed=seed)
-        _report_fallback("combine", result)
-        _after(llm)
-        return (result.value,)
+        return (_finish(llm, "combine", result),)
 
 
 class PromptBeamCritique:
@@ -249,9 +243,7 @@ class PromptBeamCritique:
         llm = _engine(llm)
         result = llm.critique(user_prompt, what or prompt, how or prompt, prompt, parse_scores(scores, index),
                               dimension, caption=caption or None, seed=seed)
-        _report_fallback("critique", result)
-        _after(llm)
-        return (json.dumps(result.value, ensure_ascii=False),)
+        return (json.dumps(_finish(llm, "critique", result), ensure_ascii=False),)
 
 
 # -- input parsing (STRING sockets carry JSON) ------------------------------------------------------------------------

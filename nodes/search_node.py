@@ -30,6 +30,7 @@ RUNS_SUBFOLDER = "promptbeam"
 CANDIDATE_EVENT = "promptbeam.candidate"
 DEFAULT_PREVIEW_SIZE = 512
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_IMAGE_SETTINGS = ("width", "height", "steps", "guidance", "sampler", "scheduler")
 
 
 def preview_size() -> int:
@@ -46,13 +47,11 @@ def generator_settings(generator) -> dict:
     when it has them, else the matching keys of describe()."""
     defaults = getattr(generator, "defaults", None)
     if defaults is not None:
-        source = {name: getattr(defaults, name, None)
-                  for name in ("width", "height", "steps", "guidance", "sampler", "scheduler")}
+        source = {name: getattr(defaults, name, None) for name in _IMAGE_SETTINGS}
     else:
         describe = getattr(generator, "describe", None)
         source = describe() if callable(describe) else {}
-    return {name: source[name] for name in ("width", "height", "steps", "guidance", "sampler", "scheduler")
-            if source.get(name) is not None}
+    return {name: source[name] for name in _IMAGE_SETTINGS if source.get(name) is not None}
 
 
 def run_id_for(run_name: str):
@@ -200,10 +199,7 @@ class PromptBeamSearch:
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidParameter("prompt", "is empty: describe the image you want")
 
-        images_total = config.image_budget
-        if config.control_arm:   # the control arm renders what the beam rendered after round 0
-            images_total += config.image_budget - config.beam_width
-        progress = _ComfyProgress(unique_id, images_total)
+        progress = _ComfyProgress(unique_id, config.planned_images)
         callbacks = SearchCallbacks(on_progress=progress.on_progress, on_candidate=progress.on_candidate,
                                     should_stop=progress.should_stop)
         out_root = os.path.join(folder_paths.get_output_directory(), RUNS_SUBFOLDER)

@@ -238,14 +238,13 @@ class SiglipV25Predictor:
     kind = "v2.5"
     reads = "images"
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, predictor_path: Optional[str] = None):
+    def __init__(self, device: torch.device, dtype: torch.dtype):
         try:
             from aesthetic_predictor_v2_5 import convert_v2_5_from_siglip
         except ImportError:
             raise ModelNotFound("aesthetic_model 'v2.5' needs the aesthetic_predictor_v2_5 package: "
                                 "pip install aesthetic-predictor-v2-5") from None
-        kwargs = {"predictor_name_or_path": predictor_path} if predictor_path else {}
-        model, self.processor = convert_v2_5_from_siglip(low_cpu_mem_usage=True, trust_remote_code=True, **kwargs)
+        model, self.processor = convert_v2_5_from_siglip(low_cpu_mem_usage=True, trust_remote_code=True)
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = device, dtype
 

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from .beam_config import BeamConfig
+from .beam_config import REPLAY_OVERRIDES, RESUME_OVERRIDES, BeamConfig
 from .beam_llm import RoundPlan
 from .beam_run import SearchRun
 from .beam_types import (STAGE_LLM, STATUS_PENDING, Candidate, ProgressEvent, SearchCallbacks, SearchResult,
@@ -29,11 +29,6 @@ __all__ = ["BeamConfig", "BeamSearch", "Candidate", "ProgressEvent", "SearchCall
            "candidate_id", "RESUME_OVERRIDES", "REPLAY_OVERRIDES"]
 
 PathLike = Union[str, os.PathLike]
-# What may change when a run continues: how long and how far it goes, and how it uses the machine.
-RESUME_OVERRIDES = ("iterations", "patience", "target_score", "time_budget_s", "low_vram", "llm_concurrency")
-# What may change when recorded prompts are rendered again: rendering and scoring, not the prompts or seeds.
-REPLAY_OVERRIDES = ("width", "height", "steps", "guidance", "sampler", "scheduler", "alpha", "score_text",
-                    "captions", "control_arm", "patience", "target_score", "time_budget_s")
 _FINAL_STOP_REASONS = ("patience", "target")
 
 
@@ -96,8 +91,8 @@ class BeamSearch:
         search = cls(None, generator, scorer, config, callbacks)
         record_config = search._record_config(config)
         record_config["llm"] = source["config"].get("llm")
-        record = RunRecord.create(out_root, source["user_prompt"], record_config, run_id)
-        record.update(replay_of={"run_id": source["run_id"], "report": str(path.resolve())})
+        record = RunRecord.create(out_root, source["user_prompt"], record_config, run_id,
+                                  replay_of={"run_id": source["run_id"], "report": str(path.resolve())})
         return SearchRun(None, generator, scorer, config, search.callbacks, record,
                          recorded_plans=RecordedPlans(source)).execute()
 

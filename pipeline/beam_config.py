@@ -15,6 +15,13 @@ DESCRIPTIVENESS_LEVELS = (1, 2, 3)
 MAX_SEED = 2**64          # ComfyUI seed widgets go up to 0xffffffffffffffff
 
 
+# What may change when a run continues: how long and how far it goes, and how it uses the machine.
+RESUME_OVERRIDES = ("iterations", "patience", "target_score", "time_budget_s", "low_vram", "llm_concurrency")
+# What may change when recorded prompts are rendered again: rendering and scoring, not the prompts or seeds.
+REPLAY_OVERRIDES = ("width", "height", "steps", "guidance", "sampler", "scheduler", "alpha", "score_text",
+                    "captions", "control_arm", "patience", "target_score", "time_budget_s")
+
+
 @dataclass
 class BeamConfig:
     beam_width: int = 4            # N candidates per round
@@ -53,6 +60,12 @@ class BeamConfig:
     def image_budget(self) -> int:
         """Most images the beam can render: N in round 0, then M * floor(N/M) per refinement round."""
         return self.beam_width + (self.iterations - 1) * self.keep_top * self.children_per_parent
+
+    @property
+    def planned_images(self) -> int:
+        """Most images a run renders: the beam's budget, plus, with the control arm, what the beam renders after
+        round 0 spent again on seeds."""
+        return self.image_budget + (self.image_budget - self.beam_width if self.control_arm else 0)
 
     # ---- validation ---------------------------------------------------------------------------------------------
     def validate(self) -> "BeamConfig":

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .beam_selection import derive_seed, rank
 from .beam_types import STAGE_LLM, Candidate
-from .pnginfo import PREFIX, candidate_text
+from .pnginfo import PREFIX
 
 if TYPE_CHECKING:
     from .beam_run import SearchRun
@@ -52,13 +52,9 @@ def run_control_arm(run: "SearchRun", beam_stop_reason: str) -> None:
                  for j in range(start, min(start + config.beam_width, control["budget"]))]
         images = run.renderer.generate(chunk)
         run.renderer.score(chunk, images)
+        record.write_pngs([(c, images[c.id]) for c in chunk if c.ok], extra_text={PREFIX + "arm": "control"})
         for candidate in chunk:
-            name = None
-            if candidate.ok:
-                name = f"{candidate.id}.png"
-                text = candidate_text(candidate, record.report["run_id"], run.user_prompt)
-                text[PREFIX + "arm"] = "control"
-                record.save_control_image(name, images[candidate.id], text)
+            name = candidate.image     # control_{j}.png, or None for a failed seed
             control["seeds"].append(candidate.seed)
             control["images"].append(name)
             control["scores"].append(candidate.scores)

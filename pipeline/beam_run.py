@@ -143,14 +143,14 @@ class SearchRun:
         images = self.renderer.generate(todo)
         self._progress(plan.iteration, "score", 0, len(plan.candidates))
         self.renderer.score(todo, images)
-        self.record.write_pngs([(c, images.get(c.id) if c.ok else None) for c in todo])
+        self.record.write_pngs([(c, images[c.id]) for c in todo if c.ok])
         finished = []
         for position, candidate in enumerate(plan.candidates, start=1):
             if self.record.has_candidate(candidate.id):
                 finished.append(self.candidates[candidate.id])
                 continue
             image = images.get(candidate.id) if candidate.ok else None
-            self.record.add_candidate(candidate, image)
+            self.record.add_candidate(candidate)      # its PNG is written above
             self.candidates[candidate.id] = candidate
             if candidate.ok:     # a failed prompt may be tried again by another parent
                 self.known.add(candidate)
@@ -161,7 +161,6 @@ class SearchRun:
             if self.callbacks.on_candidate:
                 self.callbacks.on_candidate(candidate, image)
             self._progress(plan.iteration, "score", position, len(plan.candidates))
-        self._save_timings()
         return finished
 
     def _select(self, plan: RoundPlan, finished: list[Candidate]) -> Optional[str]:
@@ -178,10 +177,8 @@ class SearchRun:
         self._round_timings.append({"iteration": plan.iteration,
                                     **{key: now[key] - self._round_start[key] for key in now}})
         self._save_timings()
-        self.record.report["pending"] = None
-        self.record.add_iteration(entry)
-        if best is not None:
-            self.record.set_best(best.id, lineage(self.candidates, best.id), [c.id for c in survivors])
+        leaves = (best.id, lineage(self.candidates, best.id), [c.id for c in survivors]) if best else None
+        self.record.add_iteration(entry, best=leaves)
         keep = {c.id for c in survivors}
         self.images = {key: value for key, value in self.images.items() if key in keep}
         self._progress(plan.iteration, "select", len(finished), len(finished))
@@ -235,10 +232,7 @@ class SearchRun:
         control = self.record.report.get("control")
         if control:
             return len(self.candidates) + control["budget"]
-        total = self.config.image_budget
-        if self.config.control_arm:
-            total += self.config.image_budget - self.config.beam_width
-        return max(total, self.images_done)
+        return max(self.config.planned_images, self.images_done)
 
     def _progress(self, iteration: int, phase: str, position: int, count: int) -> None:
         if self.callbacks.on_progress is None:

@@ -52,10 +52,12 @@ def normalise_prompt(text: str) -> str:
 
 
 def token_jaccard(a: str, b: str) -> float:
-    tokens_a, tokens_b = set(normalise_prompt(a).split()), set(normalise_prompt(b).split())
-    if not tokens_a and not tokens_b:
-        return 1.0
-    return len(tokens_a & tokens_b) / len(tokens_a | tokens_b)
+    return _jaccard(frozenset(normalise_prompt(a).split()), frozenset(normalise_prompt(b).split()))
+
+
+def _jaccard(tokens_a: frozenset, tokens_b: frozenset) -> float:
+    union = tokens_a | tokens_b
+    return len(tokens_a & tokens_b) / len(union) if union else 1.0
 
 
 class DuplicateIndex:
@@ -81,8 +83,7 @@ class DuplicateIndex:
         if not tokens:
             return None
         for key, _, other in self._entries:
-            union = tokens | other
-            if union and len(tokens & other) / len(union) >= self.threshold:
+            if _jaccard(tokens, other) >= self.threshold:
                 return key
         return None
 

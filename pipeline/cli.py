@@ -62,18 +62,24 @@ def _flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
     return names
 
 
+def bare_message(exc: Exception) -> str:
+    """An InvalidParameter's message without its leading "name: ", for a caller that names the parameter itself
+    (other exceptions: their message as is)."""
+    text = str(exc)
+    name = getattr(exc, "name", None)
+    return text[len(name) + 2:] if name and text.startswith(f"{name}: ") else text
+
+
 def describe_invalid(exc: InvalidParameter, flag_names: dict[str, str]) -> str:
     """Name the parameter as the user typed it: BeamConfig says `keep_top`, the user typed `--keep-top`.
 
     Field names with an underscore are unambiguous, so they are translated inside the message too
     ("must be <= beam_width" -> "must be <= --beam-width")."""
-    name = exc.name
-    text = str(exc)
-    message = text[len(name) + 2:] if text.startswith(f"{name}: ") else text
+    message = bare_message(exc)
     for field, flag in flag_names.items():
         if "_" in field and not flag.isupper():
             message = re.sub(rf"(?<![\w-]){re.escape(field)}(?!\w)", flag, message)
-    return f"{flag_names.get(name, name)}: {message}"
+    return f"{flag_names.get(exc.name, exc.name)}: {message}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -8,15 +8,14 @@ architecture), which `search` reports as a usage error naming the flag.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
+from .cli import bare_message
 from .config import DEFAULT_FLUX_MODEL, LoraSpec
-from .errors import InvalidParameter
+from .errors import InvalidParameter, ModelNotFound
 
 DEFAULT_FLUX_BASE = DEFAULT_FLUX_MODEL
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Download sizes users ask about before a first run (hub file listings, rounded).
 KNOWN_SIZES = {
     "black-forest-labs/FLUX.1-schnell": "about 34 GB",
@@ -52,11 +51,19 @@ def fail(detail: str, fix: str = "", invalid: bool = False) -> Finding:
 
 
 def looks_like_hub_id(spec: str) -> bool:
-    return bool(HUB_ID.match(spec)) and not spec.startswith((".", "~"))
+    """The loader's own rule (a name it would not treat as a path), so that doctor, search and the loader agree."""
+    from .diffusers_flux import looks_like_path
+
+    return not looks_like_path(spec)
 
 
 def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """huggingface_hub's own reading of HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE), which the loaders obey."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def hub_cached(repo_id: str, filenames: Iterable[str]) -> Optional[str]:
@@ -140,14 +147,6 @@ def check_flux(spec: Optional[str], base: Optional[str], flag: str = "flux") -> 
     inspect_flux(spec, base).raise_if_invalid(flag)
 
 
-def flux_kwargs(settings: dict) -> dict:
-    """Keyword arguments for DiffusersFluxGenerator beyond the model."""
-    kwargs = {"loras": list(settings["loras"]), "device": settings["device"], "offload": settings["offload"]}
-    if settings.get("flux_base"):
-        kwargs["base"] = settings["flux_base"]
-    return kwargs
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # LoRAs, CLIP, aesthetic head, device
 
@@ -156,8 +155,7 @@ def inspect_loras(loras: Sequence[LoraSpec]) -> Finding:
     """Each file found the way the generator will look for it, and holding Flux (not SD/SDXL) keys."""
     if not loras:
         return ok("none")
-    from .diffusers_flux import check_lora_keys, default_lora_dirs, resolve_lora_file
-    from .errors import ModelNotFound
+    from .flux_loras import check_lora_keys, default_lora_dirs, resolve_lora_file
 
     found = []
     for lora in loras:
@@ -175,11 +173,12 @@ def check_loras(loras: Sequence[LoraSpec], flag: str = "lora") -> None:
 
 
 def inspect_clip(spec: Optional[str]) -> Finding:
-    from .errors import ModelNotFound
-    from .scoring import parse_clip_id
+    from .clip_loading import parse_clip_id
 
     spec = (spec or "").strip()
-    if spec.startswith("local-dir:"):             # the scorer's rule, checked without importing open_clip
+    # parse_clip_id's local-dir: rule, repeated so that a local folder is checked without importing open_clip
+    # (seconds); every other id goes through parse_clip_id itself.
+    if spec.startswith("local-dir:"):
         folder = os.path.abspath(os.path.expanduser(spec[len("local-dir:"):]))
         if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
             return fail(f"{spec}: {os.path.join(folder, 'open_clip_config.json')} not found (a local-dir: folder "
@@ -187,22 +186,14 @@ def inspect_clip(spec: Optional[str]) -> Finding:
         return ok(f"local folder {folder}")
     try:
         name, tag = parse_clip_id(spec)          # the scorer's own check: same rules, same messages
-    except (InvalidParameter, ModelNotFound) as exc:
-        message = _without_name(exc)
-        return fail(message[len("clip_model "):] if message.startswith("clip_model ") else message, invalid=True)
+    except InvalidParameter as exc:
+        return fail(bare_message(exc), invalid=True)
     if name.startswith("hf-hub:"):
         return _hub_finding(name[len("hf-hub:"):].strip("/"), "open_clip hub model", ("open_clip_config.json",),
                             "several hundred MB")
     if tag and os.path.isfile(tag):
         return ok(f"open_clip {name} with weights file {os.path.abspath(tag)}")
     return _open_clip_cached(name, tag)
-
-
-def _without_name(exc: Exception) -> str:
-    """An InvalidParameter's message without its leading "name: " (the caller names the flag itself)."""
-    text = str(exc)
-    name = getattr(exc, "name", None)
-    return text[len(name) + 2:] if name and text.startswith(f"{name}: ") else text
 
 
 def _open_clip_cached(arch: str, tag: str) -> Finding:
@@ -227,7 +218,6 @@ def check_clip(spec: Optional[str], flag: str = "clip") -> None:
 
 def inspect_aesthetic(spec: Optional[str]) -> Finding:
     from . import aesthetic
-    from .errors import ModelNotFound
 
     name = (spec or "").strip()
     if aesthetic.is_v25(name):
@@ -255,8 +245,7 @@ def check_aesthetic(spec: Optional[str], flag: str = "aesthetic") -> None:
 def check_head_fits_clip(aesthetic_spec: Optional[str], clip_spec: Optional[str], flag: str = "aesthetic") -> None:
     """A LAION-style head reads one CLIP's embedding width: refuse a mismatch before loading either."""
     from . import aesthetic
-    from .errors import ModelNotFound
-    from .scoring import configured_embed_dim
+    from .clip_loading import configured_embed_dim
 
     if aesthetic.is_v25(aesthetic_spec):
         return
@@ -271,7 +260,7 @@ def check_head_fits_clip(aesthetic_spec: Optional[str], clip_spec: Optional[str]
     try:
         aesthetic.check_head_fits(aesthetic.load_laion_head(path).input_dim, width, clip_spec, path)
     except (InvalidParameter, ModelNotFound) as exc:
-        raise InvalidParameter(flag, _without_name(exc)) from None
+        raise InvalidParameter(flag, bare_message(exc)) from None
 
 
 def _local_dir_embed_dim(clip_spec: str) -> Optional[int]:
@@ -284,16 +273,6 @@ def _local_dir_embed_dim(clip_spec: str) -> Optional[int]:
     except (OSError, ValueError, AttributeError) as exc:
         raise InvalidParameter("clip", f"{path} is not a readable open_clip config ({exc})") from None
     return width if isinstance(width, int) else None
-
-
-def resolved_device_type(device: Optional[str]) -> str:
-    import torch
-
-    if device:
-        return torch.device(device).type
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu"
 
 
 def check_out_dir(out: str, flag: str = "out") -> None:

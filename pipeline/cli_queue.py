@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from .cli import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .cli_models import check_out_dir
 from .errors import InvalidParameter
 from .queue_client import (ComfyClient, ComfyError, WorkflowRejected, apply_prompt, apply_sets, decode_text_frame,
                            load_workflow, node_order)
@@ -87,9 +88,7 @@ def follow(ws, prompt_id: str, workflow: dict, deadline: Optional[float], should
                 bar.n = data.get("value") or 0
                 bar.refresh()
             elif kind == "execution_error":
-                raise ComfyError(f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
-                                 f"{data.get('exception_type', 'error')}: "
-                                 f"{' '.join(str(data.get('exception_message', '')).split())}")
+                raise ComfyError(node_failure(data))
             elif kind == "execution_interrupted" and data.get("prompt_id") == prompt_id:
                 raise ComfyError(f"the prompt was interrupted on the server (at node {data.get('node_id')} "
                                  f"{data.get('node_type')})")
@@ -142,8 +141,8 @@ def _is_json(text: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     if args.timeout < 0:
         raise InvalidParameter("timeout", f"must be >= 0 seconds, got {args.timeout:g}")
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise InvalidParameter("out", f"{args.out} exists and is not a folder")
+    if args.out:
+        check_out_dir(args.out, flag="out")
     workflow = load_workflow(args.workflow)
     if args.prompt is not None:
         changed = apply_prompt(workflow, args.prompt)
@@ -208,11 +207,16 @@ def wait_for_history(client: ComfyClient, prompt_id: str, deadline: Optional[flo
     return None
 
 
+def node_failure(data: dict) -> str:
+    """An execution_error event (websocket or history) as one line."""
+    return (f"node {data.get('node_id')} ({data.get('node_type')}) failed: {data.get('exception_type', 'error')}: "
+            f"{' '.join(str(data.get('exception_message', '')).split())}")
+
+
 def history_error(entry: dict, prompt_id: str) -> str:
     for event, data in reversed((entry.get("status") or {}).get("messages") or []):
         if event == "execution_error":
-            return (f"node {data.get('node_id')} ({data.get('node_type')}) failed: {data.get('exception_type')}: "
-                    f"{' '.join(str(data.get('exception_message', '')).split())}")
+            return node_failure(data)
         if event == "execution_interrupted":
             return f"prompt {prompt_id} was interrupted on the server"
     return f"prompt {prompt_id} failed on the server (see the ComfyUI console)"

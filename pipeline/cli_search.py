@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import cli_models
+from .beam_config import RESUME_OVERRIDES, BeamConfig   # no torch import: parameter errors answer at once
 from .cli import EXIT_INTERRUPTED, EXIT_OK
 from .config import LoraSpec, Settings
 from .errors import InvalidParameter, Interrupted, PromptBeamError
@@ -29,10 +30,6 @@ CONFIG_FLAGS = ("beam_width", "keep_top", "iterations", "alpha", "seed", "dimens
                 "patience", "target_score", "time_budget_s", "width", "height", "steps", "guidance",
                 "descriptiveness", "style", "combine_mode", "use_negative", "score_text", "captions", "low_vram",
                 "llm_concurrency", "control_arm")
-# What --resume may change (pipeline.beam.RESUME_OVERRIDES, kept here so parameter errors need no torch import;
-# tests check the two agree).
-RESUME_OVERRIDES = ("iterations", "patience", "target_score", "time_budget_s", "low_vram", "llm_concurrency")
-RESUME_FLAGS = ("--iterations", "--patience", "--target-score", "--time-budget", "--low-vram", "--llm-concurrency")
 RESUME_HINT = "python -m pipeline search --resume {run_dir}"
 
 
@@ -117,7 +114,7 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
 @dataclasses.dataclass
 class SearchPlan:
     """Everything the search needs, checked; nothing loaded yet."""
-    config: object                    # pipeline.beam.BeamConfig
+    config: BeamConfig
     user_prompt: str
     out_root: Path
     run_dir: Path
@@ -127,16 +124,11 @@ class SearchPlan:
 
 
 def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = None) -> SearchPlan:
-    from .beam_config import BeamConfig         # no torch import: parameter errors answer at once
-
     env = env_settings or Settings.from_env()
     given = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name, None) is not None}
-    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(BeamConfig)})
-    if unknown:
-        raise RuntimeError(f"BeamConfig has no field(s) {unknown}")   # a flag/field mismatch is a bug, not user error
     recorded = {}
     if args.resume:
-        plan, recorded = _resume_plan(args, given, BeamConfig)
+        plan, recorded = _resume_plan(args, given)
     else:
         if not args.prompt or not args.prompt.strip():
             raise InvalidParameter("prompt", "is missing: say what you want to see, e.g. "
@@ -145,31 +137,27 @@ def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = Non
         plan = SearchPlan(config=BeamConfig(**given).validate(), user_prompt=args.prompt.strip(),
                           out_root=Path(args.out), run_dir=Path(args.out) / new_run_id(), resume=False,
                           settings={}, overrides={})
-    from .generation import GenerationRequest
-
-    config = plan.config
-    GenerationRequest(prompt=plan.user_prompt, seed=config.seed, width=config.width, height=config.height,
-                      steps=config.steps, guidance=config.guidance).validate()
     plan.settings = model_settings(args, recorded, env)
-    if config.captions and not plan.settings["caption_model"]:
+    if plan.config.captions and not plan.settings["caption_model"]:
         raise InvalidParameter("captions", "needs --caption-model NAME, an Ollama vision model (e.g. qwen2.5vl:7b "
                                            "or llava) that describes each image for the critique")
     check_models(plan.settings, lora_flag="FLUX_LORAS" if args.lora is None and "lora" not in recorded else "lora")
     return plan
 
 
-def _resume_plan(args: argparse.Namespace, given: dict, config_class) -> tuple[SearchPlan, dict]:
+def _resume_plan(args: argparse.Namespace, given: dict) -> tuple[SearchPlan, dict]:
     """The recorded run with the allowed overrides, and the model choices it recorded."""
     if args.prompt:
         raise InvalidParameter("prompt", "give either PROMPT or --resume RUN_DIR, not both (a resumed run keeps "
                                          "its prompt)")
     fixed = sorted(name for name in given if name not in RESUME_OVERRIDES)
     if fixed:
+        changeable = ", ".join(args.flag_names[name] for name in RESUME_OVERRIDES)
         raise InvalidParameter(fixed[0], "cannot be changed when resuming: the run keeps the settings in its "
-                                         "report.json (only " + ", ".join(RESUME_FLAGS) + " can change)")
+                                         f"report.json (only {changeable} can change)")
     run_dir = Path(args.resume)
     report = read_report(run_dir)
-    config = config_class.from_dict({**(report.get("config") or {}), **given}).validate()
+    config = BeamConfig.from_dict({**(report.get("config") or {}), **given}).validate()
     plan = SearchPlan(config=config, user_prompt=str(report["user_prompt"]), out_root=run_dir.parent,
                       run_dir=run_dir, resume=True, settings={}, overrides=given)
     return plan, recorded_models(report)
@@ -198,8 +186,12 @@ def check_models(settings: dict, lora_flag: str) -> None:
     cli_models.check_flux(settings["flux"], settings["flux_base"], flag="flux")
     cli_models.check_loras(settings["loras"], flag=lora_flag)
     settings["device"] = cli_models.check_device(settings["device"], flag="device")
-    if settings["offload"] and cli_models.resolved_device_type(settings["device"]) == "cpu":
-        raise InvalidParameter("offload", "moves Flux's parts to the GPU only while they run; this run is on the CPU")
+    if settings["offload"]:
+        from .diffusers_flux import pick_device      # the generator's own device choice when none is given
+
+        if pick_device(settings["device"]).type == "cpu":
+            raise InvalidParameter("offload", "moves Flux's parts to the GPU only while they run; this run is on "
+                                              "the CPU")
     cli_models.check_clip(settings["clip"], flag="clip")
     cli_models.check_aesthetic(settings["aesthetic"], flag="aesthetic")
     cli_models.check_head_fits_clip(settings["aesthetic"], settings["clip"], flag="aesthetic")
@@ -216,7 +208,7 @@ def read_report(run_dir: Path) -> dict:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InvalidParameter("resume", f"{path} cannot be read as JSON ({exc})") from None
-    if not isinstance(report, dict) or "user_prompt" not in report:
+    if not isinstance(report, dict) or not str(report.get("user_prompt") or "").strip():
         raise InvalidParameter("resume", f"{path} is not a Prompt Beam report (no user_prompt)")
     if report.get("replay_of"):
         raise InvalidParameter("resume", f"{run_dir} is a replay; replays are not resumed, replay the source again")
@@ -305,7 +297,8 @@ def run(args: argparse.Namespace) -> int:
     scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"],
                          caption_client=caption_client)
     say(f"loading Flux {s['flux']} ...")
-    generator = DiffusersFluxGenerator(s["flux"], **cli_models.flux_kwargs(s))
+    generator = DiffusersFluxGenerator(s["flux"], loras=s["loras"], device=s["device"], offload=s["offload"],
+                                       base=s["flux_base"] or None)
     ops = PromptEngine(client, seed=plan.config.seed, low_vram=plan.config.low_vram)
     return execute(plan, ops, generator, scorer)
 

@@ -24,18 +24,21 @@ class LoraSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "LoraSpec":
-        if "path" not in data or not str(data["path"]).strip():
-            raise InvalidParameter("FLUX_LORAS", f"each LoRA needs a 'path', got {dict(data)}")
-        return cls(path=str(data["path"]), trigger=str(data.get("trigger") or ""),
-                   weight=float(data.get("weight", 1.0)))
+        if not isinstance(data, Mapping) or "path" not in data or not str(data["path"]).strip():
+            raise InvalidParameter("FLUX_LORAS", f"each LoRA needs a 'path', got {data!r}")
+        try:
+            weight = float(data.get("weight", 1.0))
+        except (TypeError, ValueError):
+            raise InvalidParameter("FLUX_LORAS", f"weight must be a number, got {dict(data)}") from None
+        return cls(path=str(data["path"]), trigger=str(data.get("trigger") or ""), weight=weight)
 
     @classmethod
     def parse_cli(cls, text: str) -> "LoraSpec":
         """`PATH[:WEIGHT[:TRIGGER]]`; a Windows drive letter (C:\\...) stays part of the path."""
-        drive = ""
+        drive, rest = "", text
         if len(text) > 2 and text[1] == ":" and text[0].isalpha() and text[2] in "\\/":
-            drive, text = text[:2], text[2:]
-        parts = text.split(":", 2)
+            drive, rest = text[:2], text[2:]
+        parts = rest.split(":", 2)
         path = drive + parts[0]
         if not parts[0]:
             raise InvalidParameter("--lora", f"expected PATH[:WEIGHT[:TRIGGER]], got {text!r}")

@@ -29,10 +29,9 @@ import torch
 
 from .config import DEFAULT_FLUX_MODEL, LoraSpec
 from .errors import GenerationFailed, Interrupted, InvalidParameter, ModelNotFound, PromptBeamError
+from .flux_loras import check_lora_keys, default_lora_dirs, resolve_lora_file
 from .generation import (GenerationRequest, GenerationResult, StepCallback, StopCheck, plan_batches,
                          with_triggers)
-# The LoRA file helpers live in flux_loras; re-exported here so existing imports keep working.
-from .flux_loras import check_lora_keys, default_lora_dirs, resolve_lora_file  # noqa: F401
 
 # prompts -> (prompt_embeds [B, L, joint_attention_dim], pooled_prompt_embeds [B, pooled_projection_dim]).
 # For pipelines built without text encoders (benchmarks, external encoders).
@@ -84,7 +83,8 @@ def pick_dtype(dtype, device: torch.device) -> torch.dtype:
     return _DTYPES[str(dtype).lower()]
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
+    """A local file or folder rather than a hub id (`org/name`): how the loader and the CLI's checks tell them apart."""
     return (name.startswith((".", "/", "~", "\\")) or name.lower().endswith(SINGLE_FILE_SUFFIXES)
             or not _HUB_ID.match(name) or (len(name) > 1 and name[1] == ":"))
 
@@ -139,7 +139,7 @@ def _check_source(name: str, what: str) -> None:
         if not (path / "model_index.json").is_file():
             raise ModelNotFound(f"{what} {name!r} is a folder but not a diffusers pipeline (no model_index.json)")
         return
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise ModelNotFound(f"{what} {name!r} not found: no such file or folder ({path.resolve()})")
 
 
@@ -240,7 +240,7 @@ class DiffusersFluxGenerator:
         self.lora_loads = 0                         # LoRA files read since construction (each at most once)
         self._loaded: dict[str, LoadedLora] = {}   # resolved file -> adapter
         self._active: list[tuple[LoraSpec, LoadedLora]] = []
-        self._schedulers = {}
+        self._schedulers = {"simple": pipe.scheduler}   # ComfyUI scheduler name -> scheduler, built once
         pipe.set_progress_bar_config(disable=True)
         if offload:
             pipe.enable_model_cpu_offload(device=device)
@@ -335,7 +335,7 @@ class DiffusersFluxGenerator:
     def _scheduler(self, name: Optional[str]):
         name = name or "simple"
         if name not in self._schedulers:
-            default = self._schedulers.setdefault("simple", self.pipe.scheduler)
+            default = self._schedulers["simple"]
             self._schedulers[name] = (default if not SCHEDULERS[name]
                                       else type(default).from_config(default.config, **SCHEDULERS[name]))
         return self._schedulers[name]

@@ -74,9 +74,14 @@ class Generator(Protocol):
 
 
 def with_triggers(prompt: str, triggers: Sequence[str]) -> str:
-    """Prepend LoRA trigger words the prompt does not already contain (case-insensitive), in LoRA order."""
-    missing = [t.strip() for t in triggers if t and t.strip() and t.strip().lower() not in prompt.lower()]
-    return ", ".join(missing + [prompt]) if missing else prompt
+    """Prepend LoRA trigger words the prompt does not already contain (case-insensitive), in LoRA order, each
+    once (two LoRAs may share a trigger)."""
+    missing: dict[str, str] = {}
+    for trigger in triggers:
+        trigger = (trigger or "").strip()
+        if trigger and trigger.lower() not in prompt.lower():
+            missing.setdefault(trigger.lower(), trigger)
+    return ", ".join([*missing.values(), prompt]) if missing else prompt
 
 
 def plan_batches(requests: Sequence[GenerationRequest], key: Callable[[GenerationRequest], tuple],

@@ -21,8 +21,6 @@ DEFAULT_TIMEOUT_S = 180.0     # a cold 8B model can take a minute to load before
 DEFAULT_RETRIES = 2           # extra attempts after the first, for connection errors and 5xx
 DEFAULT_KEEP_ALIVE = "5m"     # Ollama's own default
 CONNECT_TIMEOUT_S = 5.0       # a local server either accepts at once or is not there
-OLLAMA_OPTION_NAMES = ("temperature", "top_p", "top_k", "seed", "num_predict", "num_ctx", "min_p",
-                       "repeat_penalty", "stop")
 # Go's time.ParseDuration syntax, which Ollama uses for string keep_alive values ("5m", "1h30m", "-1s").
 _GO_DURATION = re.compile(r"^-?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+$")
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
@@ -253,7 +251,7 @@ class OllamaClient:
         if clean_options:
             body["options"] = clean_options
         started = time.perf_counter()
-        reply, attempts = self._post_json("/api/chat", body, what="chat")
+        reply, attempts = self._request("POST", "/api/chat", body, what="chat")
         message = reply.get("message") if isinstance(reply, dict) else None
         if not isinstance(message, dict):
             raise OllamaBadOutput(f"Ollama at {self.base_url} answered /api/chat without a message "
@@ -280,7 +278,7 @@ class OllamaClient:
     def unload(self) -> bool:
         """Free the model's memory now (keep_alive 0), e.g. before Flux needs the VRAM. True when Ollama
         confirmed the unload."""
-        reply, _ = self._post_json("/api/generate", {"model": self.model, "keep_alive": 0}, what="unload")
+        reply, _ = self._request("POST", "/api/generate", {"model": self.model, "keep_alive": 0}, what="unload")
         return reply.get("done_reason") == "unload" or bool(reply.get("done"))
 
     def check(self) -> list[str]:
@@ -298,17 +296,12 @@ class OllamaClient:
             session = self._local.session = requests.Session()
         return session
 
-    def _post_json(self, path: str, body: dict, what: str) -> tuple[dict, int]:
-        return self._request("POST", path, body, what=what)
-
     def _request(self, method: str, path: str, body: Optional[dict], what: str) -> tuple[dict, int]:
         url = self.base_url + path
         last_problem, last_status = "", None
-        attempts = 0
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), 8.0))
-            attempts += 1
+        for attempts in range(1, self.retries + 2):
+            if attempts > 1:
+                time.sleep(min(self.backoff_s * 2 ** (attempts - 2), 8.0))
             try:
                 response = self._session().request(method, url, json=body,
                                                     timeout=(min(CONNECT_TIMEOUT_S, self.timeout), self.timeout))

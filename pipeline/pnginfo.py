@@ -6,10 +6,10 @@ the de-facto key that A1111, Forge, Civitai and most image browsers read.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
-import zlib
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
@@ -114,12 +114,9 @@ def save_png(path: Union[str, Path], image: Union[torch.Tensor, Image.Image], te
     """
     path = Path(path)
     pil = tensor_to_pil(image) if isinstance(image, torch.Tensor) else image.convert("RGB")
-    info = PngImagePlugin.PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
-        pil.save(handle, format="PNG", pnginfo=info, compress_level=COMPRESS_LEVEL)
+        pil.save(handle, format="PNG", pnginfo=_png_info(text), compress_level=COMPRESS_LEVEL)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -153,14 +150,17 @@ def rewrite_png_text(path: Union[str, Path], text: Mapping[str, str]) -> None:
         end = position + 12 + length
         chunks.append((kind, data[position:end]))
         position = end
-    text_chunks = [_text_chunk(key, value) for key, value in text.items()]
+    buffer = io.BytesIO()
+    for kind, body, _ in _png_info(text).chunks:
+        PngImagePlugin.putchunk(buffer, kind, body)
+    text_chunks = buffer.getvalue()
     out = [_PNG_SIGNATURE]
     for kind, raw in chunks:
         if kind in _TEXT_CHUNKS:
             continue
         if kind == b"IDAT" and text_chunks:     # text goes before the image data, as PIL writes it
-            out.extend(text_chunks)
-            text_chunks = []
+            out.append(text_chunks)
+            text_chunks = b""
         out.append(raw)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
@@ -170,10 +170,9 @@ def rewrite_png_text(path: Union[str, Path], text: Mapping[str, str]) -> None:
     os.replace(tmp, path)
 
 
-def _text_chunk(key: str, value: str) -> bytes:
-    """tEXt for Latin-1 text, iTXt (uncompressed UTF-8) otherwise, as PIL chooses."""
-    try:
-        kind, body = b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")
-    except UnicodeEncodeError:
-        kind, body = b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8")
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+def _png_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:
+    """PIL's text chunks: tEXt for Latin-1 values, iTXt (UTF-8) for the rest."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    return info

@@ -7,6 +7,7 @@ the reply; the text of the schema is also in the system prompt because small mod
 """
 from __future__ import annotations
 
+import itertools
 import json
 import numbers
 import re
@@ -283,6 +284,7 @@ WHAT_DETAILS = ("Every part of the subject is clearly visible.", "The subject's 
 HOW_DETAILS = ("Lighting is clean and directional, with soft shadows.", "The composition leaves breathing room "
                "around the subject.", "Colours are harmonious and rich without oversaturation.",
                "Fine detail is sharp where the eye lands first.")
+DETAILS = {"what": WHAT_DETAILS, "how": HOW_DETAILS}
 FALLBACK_NEGATIVE = ("blurry", "low quality", "distorted", "deformed", "artifacts", "jpeg artifacts", "watermark",
                      "text", "signature", "bad anatomy", "extra fingers", "oversaturated")
 
@@ -290,7 +292,7 @@ FALLBACK_NEGATIVE = ("blurry", "low quality", "distorted", "deformed", "artifact
 def fallback_variants(prompt: str, dimension: str, n: int) -> list[str]:
     """n distinct rule-based variants (up to 40); past the templates, a detail sentence keeps them distinct."""
     templates = WHAT_FALLBACKS if dimension == "what" else HOW_FALLBACKS
-    details = WHAT_DETAILS if dimension == "what" else HOW_DETAILS
+    details = DETAILS[dimension]
     subject = prompt.strip().rstrip(".")
     subject = subject[:1].upper() + subject[1:]
     out = []
@@ -305,16 +307,27 @@ def fallback_variants(prompt: str, dimension: str, n: int) -> list[str]:
 def fallback_refinement(prompt: str, dimension: str, user_prompt: str, index: int = 0) -> str:
     """A rule-based edit that always changes the text: restore missing request words (WHAT), else add a detail."""
     text = prompt.strip()
-    if dimension == "what":
-        missing = [w for w in content_words(user_prompt) if w not in content_words(text)]
-        if missing:
-            return f"{text.rstrip('.')}. The picture shows {user_prompt.strip().rstrip('.')}."
-    details = WHAT_DETAILS if dimension == "what" else HOW_DETAILS
+    if dimension == "what" and not set(content_words(user_prompt)) <= set(content_words(text)):
+        return f"{text.rstrip('.')}. The picture shows {user_prompt.strip().rstrip('.')}."
+    details = DETAILS[dimension]
     for k in range(len(details)):
         detail = details[(index + k) % len(details)]
         if detail.lower() not in text.lower():
             return f"{text.rstrip('.')}. {detail}" if text else detail
     return f"{text.rstrip('.')}. {details[index % len(details)]}"
+
+
+def fallback_refinements(prompt: str, dimension: str, user_prompt: str, index: int = 0) -> list[str]:
+    """Distinct rule-based edits: the one of `fallback_refinement`, then the current text plus every subset (and
+    reversed order) of the detail sentences."""
+    details, base = DETAILS[dimension], prompt.rstrip(".")
+    out = [fallback_refinement(prompt, dimension, user_prompt, index)]
+    for size in range(1, len(details) + 1):
+        for combo in itertools.combinations(details, size):
+            out.append(f"{base}. {' '.join(combo)}")
+            if size > 1:
+                out.append(f"{base}. {' '.join(reversed(combo))}")
+    return out
 
 
 _STOPWORDS = frozenset("a an the of and or in on at to with for from by is are be it its this that as into onto "
@@ -330,7 +343,8 @@ def fallback_critique(user_prompt: str, what: str, how: str, scores: Mapping, di
     """The critique when the model's stays unusable: sized by the score, naming request words the image lacks."""
     level, why = severity(dimension, scores)
     seen_text = caption if caption else what
-    missing = [w for w in dict.fromkeys(content_words(user_prompt)) if w not in content_words(seen_text)]
+    seen_words = set(content_words(seen_text))
+    missing = [w for w in dict.fromkeys(content_words(user_prompt)) if w not in seen_words]
     if dimension == "what":
         problem = {"minor": "The content already matches the request well.",
                    "moderate": "The image only partly matches the request.",

@@ -7,7 +7,6 @@ typed errors of `pipeline.llm`. System prompts and fallbacks live in `prompt_tem
 """
 from __future__ import annotations
 
-import itertools
 import numbers
 import re
 import threading
@@ -158,17 +157,8 @@ class PromptEngine:
                         "\n".join(f"- {text}" for text in have)
             return tpl.refine_system(dimension, k), user
 
-        def fallbacks() -> list[str]:
-            # The rule-based edit, then the current text plus every subset (and reversed order) of detail sentences.
-            details = tpl.WHAT_DETAILS if dimension == "what" else tpl.HOW_DETAILS
-            out = [tpl.fallback_refinement(prompt, dimension, user_prompt, _index(seed))]
-            for size in range(1, len(details) + 1):
-                for combo in itertools.combinations(details, size):
-                    out.append(f"{prompt.rstrip('.')}. {' '.join(combo)}")
-                    if size > 1:
-                        out.append(f"{prompt.rstrip('.')}. {' '.join(reversed(combo))}")
-            return out
-        return self._variants("refine", n, seed, build, exclude=(prompt,), fallbacks=fallbacks)
+        return self._variants("refine", n, seed, build, exclude=(prompt,),
+                              fallbacks=lambda: tpl.fallback_refinements(prompt, dimension, user_prompt, _index(seed)))
 
     def combine(self, what: str, how: str, descriptiveness: int = 2, style: str = "natural",
                 seed: Optional[int] = None) -> OpResult[str]:
@@ -239,12 +229,13 @@ class PromptEngine:
         seed = self.seed if seed is None else seed
         return {"temperature": self.temperature if self.temperature is not None else DEFAULT_TEMPERATURES[op],
                 "top_p": self.top_p, "top_k": self.top_k, "num_ctx": self.num_ctx, "seed": seed,
-                "num_predict": self.num_predict or num_predict or DEFAULT_NUM_PREDICT.get(op)}
+                "num_predict": num_predict}
 
     def _ask(self, op: str, messages: list, schema: dict, parse: Callable[[Any], T], seed: Optional[int],
              num_predict: Optional[int] = None, attempts: int = 2) -> tuple[Optional[T], ChatStats, str]:
         """Call, parse, and on an unusable reply ask once more with the problem and the schema spelled out."""
         stats, problem = ChatStats(), ""
+        num_predict = self.num_predict or num_predict or DEFAULT_NUM_PREDICT.get(op)
         for attempt in range(1, attempts + 1):
             reply = self.client.chat(messages, format=schema, options=self._options(op, seed, num_predict))
             stats += reply.stats
@@ -256,7 +247,7 @@ class PromptEngine:
                 problem = str(exc)
                 if reply.done_reason == "length":
                     problem += " (the answer hit the num_predict token limit)"
-                    num_predict = 2 * (self.num_predict or num_predict or DEFAULT_NUM_PREDICT.get(op, 400))
+                    num_predict = 2 * (num_predict or 400)
             if attempt < attempts:
                 messages = messages + [{"role": "assistant", "content": reply.text[:2000]},
                                        {"role": "user", "content": tpl.retry_user(problem, schema)}]
@@ -277,8 +268,9 @@ class PromptEngine:
 
         def take(texts: Iterable[str]) -> None:
             for text in texts:
-                if len(found) < n and distinct_key(text) not in seen:
-                    seen.add(distinct_key(text))
+                key = distinct_key(text)
+                if len(found) < n and key not in seen:
+                    seen.add(key)
                     found.append(text)
 
         system, user = build(n, [])
@@ -409,7 +401,7 @@ def _scores(scores: Any, dimension: str) -> dict:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidParameter("scores", f"needs a numeric '{name}' (0-{scale[1:]}) to critique "
                                          f"{dimension.upper()}, got {dict(scores)}")
-    return {k: v for k, v in scores.items()}
+    return dict(scores)
 
 
 def _sentence(text: str) -> str:

@@ -167,11 +167,13 @@ class ComfyClient:
         try:
             return self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
         except requests.ConnectionError:
-            raise ComfyError(f"cannot reach ComfyUI at {self.url}: start it (python main.py --listen) or fix "
-                             "--server") from None
+            raise self._unreachable() from None
         except requests.Timeout:
             raise ComfyError(f"ComfyUI at {self.url} did not answer {method} {path} within "
                              f"{self.timeout:g} s") from None
+
+    def _unreachable(self) -> ComfyError:
+        return ComfyError(f"cannot reach ComfyUI at {self.url}: start it (python main.py --listen) or fix --server")
 
     def open_socket(self):
         import websocket
@@ -180,8 +182,7 @@ class ComfyClient:
         try:
             ws = websocket.create_connection(ws_url, timeout=self.timeout)
         except ConnectionRefusedError:
-            raise ComfyError(f"cannot reach ComfyUI at {self.url}: start it (python main.py --listen) or fix "
-                             "--server") from None
+            raise self._unreachable() from None
         except (OSError, websocket.WebSocketException) as exc:
             raise ComfyError(f"cannot open ComfyUI's websocket at {ws_url} ({exc}): is --server a ComfyUI?") from None
         ws.settimeout(POLL_S)

@@ -27,8 +27,7 @@ from . import __version__
 from .beam_types import Candidate
 from .errors import InvalidParameter, PromptBeamError
 from .images import pil_to_tensor
-from .pnginfo import (PARAMETERS_KEY, a1111_parameters, candidate_text, load_png_pixels, read_png_text,
-                      rewrite_png_text, save_png)
+from .pnginfo import PARAMETERS_KEY, a1111_parameters, candidate_text, load_png_pixels, rewrite_png_text, save_png
 
 SCHEMA_VERSION = 1
 REPORT_NAME = "report.json"
@@ -47,11 +46,11 @@ class RunRecord:
         self.run_dir = Path(run_dir)
         self.report = report
         self._index = {entry["id"]: i for i, entry in enumerate(report["candidates"])}
-        self._written: set[str] = set()     # ids whose PNG write_pngs already wrote
 
     # ---- creation -----------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: PathLike, user_prompt: str, config: dict, run_id: Optional[str] = None) -> "RunRecord":
+    def create(cls, root: PathLike, user_prompt: str, config: dict, run_id: Optional[str] = None,
+               replay_of: Optional[dict] = None) -> "RunRecord":
         root = Path(root)
         if run_id is not None and not _RUN_ID.fullmatch(run_id):
             raise InvalidParameter(
@@ -85,7 +84,7 @@ class RunRecord:
             "timings": {"llm_s": 0.0, "generate_s": 0.0, "score_s": 0.0, "wall_s": 0.0,
                         "started_at": _now(), "updated_at": _now(), "rounds": []},
             "control": None,
-            "replay_of": None,
+            "replay_of": replay_of,
             "warnings": [],
             "version": __version__,
         }
@@ -109,25 +108,23 @@ class RunRecord:
         return cls(run_dir, report)
 
     # ---- candidates ---------------------------------------------------------------------------------------------
-    def write_pngs(self, items: Sequence[tuple[Candidate, Optional[torch.Tensor]]]) -> None:
-        """Write a round's PNGs at once, in parallel: zlib releases the GIL, so a round's images encode on as many
-        cores. Their report entries follow through add_candidate (which then skips the write)."""
-        jobs = [(candidate, image) for candidate, image in items if image is not None]
-        if len(jobs) < 2:
+    def write_pngs(self, items: Sequence[tuple[Candidate, torch.Tensor]], extra_text: Optional[dict] = None) -> None:
+        """Write the PNGs of a batch of rendered candidates and point each candidate at its file (their report
+        entries follow through add_candidate). zlib releases the GIL, so the images encode on as many cores."""
+        if not items:
             return
-        with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
-            for candidate in pool.map(lambda job: self._write_png(*job), jobs):
-                self._written.add(candidate.id)
+        with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+            list(pool.map(lambda item: self._write_png(*item, extra_text), items))   # list(): re-raise failures
 
-    def _write_png(self, candidate: Candidate, image: torch.Tensor, is_best: bool = False) -> Candidate:
+    def _write_png(self, candidate: Candidate, image: torch.Tensor, extra_text: Optional[dict] = None) -> None:
         candidate.image = f"{candidate.id}.png"
-        save_png(self.run_dir / candidate.image, image, self._png_text(candidate, image, is_best))
-        return candidate
+        save_png(self.run_dir / candidate.image, image, {**self._png_text(candidate), **(extra_text or {})})
 
-    def add_candidate(self, candidate: Candidate, image: Optional[torch.Tensor] = None, is_best: bool = False) -> None:
-        """Record a finished (ok or failed) candidate: its PNG first, then its report entry, then save."""
-        if image is not None and candidate.id not in self._written:
-            self._write_png(candidate, image, is_best)
+    def add_candidate(self, candidate: Candidate, image: Optional[torch.Tensor] = None) -> None:
+        """Record a finished (ok or failed) candidate: its PNG first when `image` is given (a batch written by
+        write_pngs is not passed again), then its report entry, then save."""
+        if image is not None:
+            self._write_png(candidate, image)
         entry = candidate.to_dict()
         if candidate.id in self._index:
             self.report["candidates"][self._index[candidate.id]] = entry
@@ -164,12 +161,21 @@ class RunRecord:
                                       "candidates": [c.to_dict() for c in plan], "duplicates": duplicates or []}
         self.save()
 
-    def add_iteration(self, entry: dict) -> None:
+    def add_iteration(self, entry: dict, best: Optional[tuple[str, list[str], list[str]]] = None) -> None:
+        """Close a round in one save: its entry replaces the pending plan, and `best` ((best_id, lineage,
+        finalists), as for set_best) is the best it leaves."""
+        self.report["pending"] = None
         self.report["iterations"].append(entry)
+        if best is not None:
+            self._point_at_best(*best)
         self.save()
 
     def set_best(self, best_id: str, lineage: list[str], finalists: list[str]) -> None:
         """Point the report at the current best; move the A1111 `parameters` chunk to the new best's PNG."""
+        self._point_at_best(best_id, lineage, finalists)
+        self.save()
+
+    def _point_at_best(self, best_id: str, lineage: list[str], finalists: list[str]) -> None:
         previous = self.report.get("best")
         self.report["best"] = best_id
         self.report["lineage"] = list(lineage)
@@ -178,7 +184,6 @@ class RunRecord:
             if previous is not None and self.has_candidate(previous):
                 self._retag_png(self.candidate(previous), is_best=False)
             self._retag_png(self.candidate(best_id), is_best=True)
-        self.save()
 
     def update(self, **fields) -> None:
         """Set top-level fields (timings, control, llm, images, ...) and save."""
@@ -207,16 +212,11 @@ class RunRecord:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
 
-    def save_control_image(self, name: str, image: torch.Tensor, text: dict) -> None:
-        save_png(self.run_dir / name, image, text)
-
-    def _png_text(self, candidate: Candidate, image_size: Union[torch.Tensor, tuple], is_best: bool) -> dict:
+    def _png_text(self, candidate: Candidate, best_size: Optional[tuple[int, int]] = None) -> dict:
+        """A candidate's PNG text; given the image's (width, height), also the winner's A1111 `parameters`."""
         text = candidate_text(candidate, self.report["run_id"], self.report["user_prompt"])
-        if is_best:
-            if isinstance(image_size, torch.Tensor):
-                height, width = image_size.shape[-3], image_size.shape[-2]
-            else:
-                width, height = image_size
+        if best_size is not None:
+            width, height = best_size
             text[PARAMETERS_KEY] = a1111_parameters(candidate.prompt, candidate.negative,
                                                     self.a1111_settings(candidate.seed, width, height))
         return text
@@ -225,11 +225,11 @@ class RunRecord:
         if not candidate.image or not (self.run_dir / candidate.image).is_file():
             return
         path = self.run_dir / candidate.image
-        with Image.open(path) as image:      # reads the header only
-            size = image.size
-        if (PARAMETERS_KEY in read_png_text(path)) == is_best:
-            return
-        rewrite_png_text(path, self._png_text(candidate, size, is_best))
+        # Reads the chunks before the pixels only: save_png and rewrite_png_text put the text there.
+        with Image.open(path) as image:
+            size, tagged = image.size, PARAMETERS_KEY in image.info
+        if tagged != is_best:
+            rewrite_png_text(path, self._png_text(candidate, size if is_best else None))
 
     def a1111_settings(self, seed: int, width: int, height: int) -> dict:
         """A1111 "Key: value" settings of one image, from the run's config and the generator's description."""

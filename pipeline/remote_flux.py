@@ -6,8 +6,11 @@ service share a filesystem (the seed runs both on one machine). Errors carry the
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
+
+import requests
 
 from .config import DEFAULT_FLUX_API_URL, LoraSpec
 from .errors import GenerationFailed, Interrupted, InvalidParameter
@@ -22,8 +25,6 @@ class RemoteFluxClient:
 
     def __init__(self, base_url: str = DEFAULT_FLUX_API_URL, timeout: float = 120, loras: Sequence = (),
                  health_timeout: float = 10):
-        import requests
-
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise InvalidParameter("FLUX_API_URL", f"must be an http(s) URL, got {base_url!r}")
         if timeout <= 0:
@@ -42,8 +43,6 @@ class RemoteFluxClient:
         return cls(**options)
 
     def _call(self, method: str, path: str, timeout: float, **kwargs) -> dict:
-        import requests
-
         url = f"{self.base_url}{path}"
         try:
             response = self._http.request(method, url, timeout=timeout, **kwargs)
@@ -73,7 +72,7 @@ class RemoteFluxClient:
         return {"prompt": request.prompt, "width": request.width, "height": request.height,
                 "steps": request.steps, "guidance": request.guidance, "seed": request.seed,
                 "negativePrompt": request.negative, "sampler": request.sampler, "scheduler": request.scheduler,
-                "loras": [{"path": l.path, "trigger": l.trigger, "weight": l.weight} for l in self.loras]}
+                "loras": [asdict(lora) for lora in self.loras]}
 
     def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
                  should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
@@ -113,7 +112,7 @@ class RemoteFluxClient:
 
     def describe(self) -> dict:
         return {"backend": "remote-flux", "url": self.base_url, "timeout": self.timeout,
-                "loras": [{"path": l.path, "trigger": l.trigger, "weight": l.weight} for l in self.loras]}
+                "loras": [asdict(lora) for lora in self.loras]}
 
 
 def _reason(exc: Exception) -> str:

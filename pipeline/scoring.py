@@ -88,12 +88,9 @@ class Scorer:
 
     @after_use.setter
     def after_use(self, value: str) -> None:
-        if value not in AFTER_USE:
-            raise InvalidParameter("after_use", f"{value!r} is not one of {', '.join(AFTER_USE)}")
-        self._after_use = value
+        self._after_use = _check_after_use(value)
 
-    def score(self, images, text: Union[str, Sequence[str]], captions: bool = False,
-              caption_prompt: Optional[str] = None) -> list[ImageScore]:
+    def score(self, images, text: Union[str, Sequence[str]], captions: bool = False) -> list[ImageScore]:
         """Score images against `text` (one prompt for all, or one per image). Captions come from the vision LLM
         in `caption_client` when `captions` is true."""
         groups = image_groups(images)
@@ -112,26 +109,14 @@ class Scorer:
                                 "try dtype fp32 or bf16")
         notes: list[Optional[str]] = [None] * count
         if captions:
-            notes = caption_images(self.caption_client, _flat(groups),
-                                   caption_prompt or caption_prompt_for(texts[0]))
+            notes = caption_images(self.caption_client, _flat(groups), caption_prompt_for(texts[0]))
         return [ImageScore(alignment=float(a), aesthetic=float(s), caption=c)
                 for a, s, c in zip(alignment.tolist(), aesthetic.tolist(), notes)]
 
-    def analyze(self, image, prompt: str, captions: bool = False) -> dict:
+    def analyze(self, image, prompt: str) -> dict:
         """The seed's vision-provider answer for one image: {alignmentScore, aestheticScore, analysis, strengths,
         weaknesses}."""
-        return describe_score(self.score(image, prompt, captions=captions)[0], self.aesthetic_kind)
-
-    def embed_images(self, images) -> torch.Tensor:
-        """[B, D] L2-normalised image embeddings (float32, CPU)."""
-        groups = image_groups(images)
-        with self._lock:
-            self._ready()
-            try:
-                with torch.inference_mode():
-                    return self._image_embeddings(groups).cpu()
-            finally:
-                self.release(self.after_use)
+        return describe_score(self.score(image, prompt)[0], self.aesthetic_kind)
 
     def _forward(self, groups: list[torch.Tensor], texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
@@ -226,6 +211,12 @@ def _embed_dim(clip) -> int:
     return int(clip.text_projection.shape[-1])
 
 
+def _check_after_use(value: str) -> str:
+    if value not in AFTER_USE:
+        raise InvalidParameter("after_use", f"{value!r} is not one of {', '.join(AFTER_USE)}")
+    return value
+
+
 def _check_texts(text: Union[str, Sequence[str]], count: int) -> list[str]:
     texts = [text] if isinstance(text, str) else list(text or [])
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
@@ -246,20 +237,24 @@ def load_scorer(clip_model: str = DEFAULT_CLIP_MODEL, aesthetic_model: Optional[
     """
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    if after_use not in AFTER_USE:
-        raise InvalidParameter("after_use", f"{after_use!r} is not one of {', '.join(AFTER_USE)}")
+    _check_after_use(after_use)
     clip_model = clip_model or DEFAULT_CLIP_MODEL
     declared_width = configured_embed_dim(clip_model)
     path = None if is_v25(aesthetic_model) else resolve_aesthetic_path(aesthetic_model, aesthetic_dirs,
                                                                        allow_download)
-    if path is not None and declared_width is not None:
-        check_head_fits(load_laion_head(path).input_dim, declared_width, clip_model, path)
+    head = None if path is None else load_laion_head(path)
+    if head is not None and declared_width is not None:
+        check_head_fits(head.input_dim, declared_width, clip_model, path)
 
     def build() -> tuple:
+        nonlocal head
         if path is None:
             aesthetic = SiglipV25Predictor(device, dtype if device.type == "cuda" else torch.float32)
         else:
-            aesthetic = load_laion_head(path)
+            # The head read for the check above serves the first build; a reload after "unload" reads the file
+            # again, like the CLIP weights.
+            aesthetic = head if head is not None else load_laion_head(path)
+            head = None
         clip, tokenizer, preprocess = load_clip(clip_model, device, dtype)
         if path is not None:
             check_head_fits(aesthetic.input_dim, _embed_dim(clip), clip_model, path)
@@ -318,26 +313,27 @@ ALIGNMENT_STRONG, ALIGNMENT_WEAK = 30.0, 20.0
 AESTHETIC_BANDS = {"laion": (6.0, 5.0), "v2.5": (5.5, 4.0)}   # (high from, low below)
 
 
+def _band(value: float, high: float, low: float, words: tuple[str, str, str], what: str, shown: str,
+          scale: str = "") -> tuple[bool, str]:
+    """(is a strength, the sentence) for `value` against the bands [high, inf), [low, high) and below low."""
+    if value >= high:
+        return True, f"{words[0]} {what} ({shown} >= {high:g}{scale})"
+    if value >= low:
+        return False, f"{words[1]} {what} ({shown}, between {low:g} and {high:g}{scale})"
+    return False, f"{words[2]} {what} ({shown} < {low:g}{scale})"
+
+
 def describe_score(score: ImageScore, aesthetic_kind: str = "laion") -> dict[str, Any]:
     """{alignmentScore, aestheticScore, analysis, strengths, weaknesses}: each sentence states a score and the rule
     that produced it; a caption, when present, is quoted as the vision model's words."""
     high, low = AESTHETIC_BANDS.get(aesthetic_kind, AESTHETIC_BANDS["laion"])
     align, aes = score.alignment, score.aesthetic
-    strengths, weaknesses = [], []
-    if align >= ALIGNMENT_STRONG:
-        strengths.append(f"Strong prompt alignment (CLIPScore {align:.1f} >= {ALIGNMENT_STRONG:g})")
-    elif align >= ALIGNMENT_WEAK:
-        weaknesses.append(f"Only moderate prompt alignment (CLIPScore {align:.1f}, between {ALIGNMENT_WEAK:g} "
-                          f"and {ALIGNMENT_STRONG:g})")
-    else:
-        weaknesses.append(f"Weak prompt alignment (CLIPScore {align:.1f} < {ALIGNMENT_WEAK:g})")
-    if aes >= high:
-        strengths.append(f"High aesthetic score ({aes:.2f} >= {high:g} on the {aesthetic_kind} predictor)")
-    elif aes >= low:
-        weaknesses.append(f"Only average aesthetic score ({aes:.2f}, between {low:g} and {high:g} on the "
-                          f"{aesthetic_kind} predictor)")
-    else:
-        weaknesses.append(f"Low aesthetic score ({aes:.2f} < {low:g} on the {aesthetic_kind} predictor)")
+    rated = [_band(align, ALIGNMENT_STRONG, ALIGNMENT_WEAK, ("Strong", "Only moderate", "Weak"), "prompt alignment",
+                   f"CLIPScore {align:.1f}"),
+             _band(aes, high, low, ("High", "Only average", "Low"), "aesthetic score", f"{aes:.2f}",
+                   f" on the {aesthetic_kind} predictor")]
+    strengths = [sentence for strong, sentence in rated if strong]
+    weaknesses = [sentence for strong, sentence in rated if not strong]
     analysis = (f"CLIP alignment {align:.1f}/100 and aesthetic {aes:.2f}/10 ({aesthetic_kind} predictor). "
                 f"{len(strengths)} strength(s), {len(weaknesses)} weakness(es) by the score bands.")
     if score.caption:

@@ -3,27 +3,18 @@ import hashlib
 import http.server
 import importlib.util
 import os
-import socket
 import threading
 
 import pytest
 import torch
-from torch import nn
 
 from pipeline import aesthetic
 from pipeline.aesthetic import (LAION_FILENAME, LAION_SHA256, LAION_URL, download_checkpoint, load_laion_head,
                                 resolve_aesthetic_path)
 from pipeline.errors import InvalidParameter, ModelNotFound
 from pipeline.scoring import load_scorer
-from tests.fixtures.tiny_clip import build_tiny_aesthetic
-
-
-def reference_head(path):
-    layers = nn.Sequential(nn.Linear(768, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-                           nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1)).eval()
-    state = torch.load(path, weights_only=True)
-    layers.load_state_dict({key[len("layers."):]: value for key, value in state.items()})
-    return layers
+from tests.fixtures.servers import free_port
+from tests.fixtures.tiny_clip import build_tiny_aesthetic, reference_laion_head
 
 
 def embeddings(n=6, seed=0):
@@ -36,7 +27,7 @@ def test_head_equals_reference_forward(tiny_aesthetic_path):
     head = load_laion_head(tiny_aesthetic_path)
     x = embeddings()
     with torch.no_grad():
-        assert torch.allclose(head(x), reference_head(tiny_aesthetic_path)(x).squeeze(-1), atol=1e-6)
+        assert torch.allclose(head(x), reference_laion_head(tiny_aesthetic_path)(x).squeeze(-1), atol=1e-6)
     assert not head.training and head.input_dim == 768
 
 
@@ -178,12 +169,9 @@ def test_download_without_known_checksum_records_it(tmp_path, served_head):
 
 
 def test_download_failure_says_where_to_put_the_file(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     folder = tmp_path / "models" / "aesthetic"
     with pytest.raises(ModelNotFound) as caught:
-        resolve_aesthetic_path(None, [str(folder)], url=f"http://127.0.0.1:{port}/{LAION_FILENAME}")
+        resolve_aesthetic_path(None, [str(folder)], url=f"http://127.0.0.1:{free_port()}/{LAION_FILENAME}")
     assert "could not be downloaded" in str(caught.value)
     assert f"put it in {folder}" in str(caught.value)
     assert not (folder / (LAION_FILENAME + ".part")).exists()

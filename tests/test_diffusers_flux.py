@@ -10,17 +10,10 @@ import torch
 from pipeline.config import LoraSpec, Settings
 from pipeline.diffusers_flux import DiffusersFluxGenerator
 from pipeline.errors import GenerationFailed, Interrupted, InvalidParameter, ModelNotFound
-from pipeline.generation import GenerationRequest, Generator
-from tests.fixtures.tiny_flux import TINY_SIZE, TINY_STEPS, build_tiny_lora
+from pipeline.generation import Generator
+from tests.fixtures.tiny_flux import TINY_SIZE, TINY_STEPS, build_tiny_lora, tiny_request as req
 
 ATOL = 1e-4      # batch vs single: same math, different matmul blocking
-
-
-def req(prompt="a red cat on a wooden table", seed=1, **kwargs) -> GenerationRequest:
-    kwargs.setdefault("width", TINY_SIZE)
-    kwargs.setdefault("height", TINY_SIZE)
-    kwargs.setdefault("steps", TINY_STEPS)
-    return GenerationRequest(prompt=prompt, seed=seed, **kwargs)
 
 
 def same(a: torch.Tensor, b: torch.Tensor, atol: float = ATOL) -> bool:

@@ -46,9 +46,8 @@ def test_contract_ids_inputs_outputs(pack, comfy_base):
         assert cls.RETURN_TYPES == outputs, node_id
         assert cls.CATEGORY == "Prompt Beam/LLM" and cls.DESCRIPTION and callable(getattr(cls, cls.FUNCTION))
         assert node_id in pack.NODE_DISPLAY_NAME_MAPPINGS
-        for name in ("dimension",):
-            if name in spec["required"]:
-                assert spec["required"][name][0] == ["what", "how"]
+        if "dimension" in spec["required"]:
+            assert spec["required"]["dimension"][0] == ["what", "how"]
     assert pack.NODE_CLASS_MAPPINGS["PromptBeamExpand"].OUTPUT_IS_LIST == (True,)
     combine = pack.NODE_CLASS_MAPPINGS["PromptBeamCombine"].INPUT_TYPES()
     assert combine["required"]["style"][0] == ["natural", "booru"]

@@ -1,14 +1,16 @@
 """The run directory: report.json written atomically and incrementally, PNG text metadata, A1111 parameters."""
 import json
+import re
 import struct
 
 import pytest
 import torch
+from PIL import Image
 
 from pipeline import pnginfo, record as record_module
 from pipeline.beam_types import Candidate
 from pipeline.errors import InvalidParameter, PromptBeamError
-from pipeline.pnginfo import a1111_parameters, parse_a1111_parameters, read_png_text
+from pipeline.pnginfo import a1111_parameters, parse_a1111_parameters, read_png_text, rewrite_png_text, save_png
 from pipeline.record import RunRecord
 
 CONFIG = {"beam_width": 2, "keep_top": 1, "iterations": 2, "steps": 4, "guidance": 3.5, "sampler": None,
@@ -162,17 +164,13 @@ def test_png_writes_are_atomic_too(tmp_path, monkeypatch):
 
 
 def test_rewriting_png_text_keeps_the_image_data_byte_for_byte(tmp_path):
-    import re as _re
-
-    from pipeline.pnginfo import read_png_text, rewrite_png_text, save_png
     image = torch.rand(32, 48, 3)
     path = tmp_path / "x.png"
     save_png(path, image, {"promptbeam:prompt": "a fox", "parameters": "old"})
-    idat_before = _re.findall(rb"IDAT.*?(?=IEND)", path.read_bytes(), _re.S)
+    idat_before = re.findall(rb"IDAT.*?(?=IEND)", path.read_bytes(), re.S)
     rewrite_png_text(path, {"promptbeam:prompt": "a fox", "promptbeam:how": "Morgenröte über dem Meer — 夜明け"})
     assert read_png_text(path) == {"promptbeam:prompt": "a fox", "promptbeam:how": "Morgenröte über dem Meer — 夜明け"}
-    assert _re.findall(rb"IDAT.*?(?=IEND)", path.read_bytes(), _re.S) == idat_before
-    from PIL import Image
+    assert re.findall(rb"IDAT.*?(?=IEND)", path.read_bytes(), re.S) == idat_before
     with Image.open(path) as reloaded:
         assert reloaded.size == (48, 32)
         reloaded.load()      # CRCs and zlib stream check out

@@ -10,15 +10,9 @@ import torch
 
 from pipeline.config import LoraSpec, Settings
 from pipeline.errors import GenerationFailed, Interrupted, InvalidParameter
-from pipeline.generation import GenerationRequest, Generator, RemoteFluxClient
-from tests.fixtures.tiny_flux import TINY_SIZE, free_port
-
-
-def req(prompt="a red cat on a wooden table", seed=1, **kwargs) -> GenerationRequest:
-    kwargs.setdefault("width", TINY_SIZE)
-    kwargs.setdefault("height", TINY_SIZE)
-    kwargs.setdefault("steps", 2)
-    return GenerationRequest(prompt=prompt, seed=seed, **kwargs)
+from pipeline.generation import Generator, RemoteFluxClient
+from tests.fixtures.ollama import free_port
+from tests.fixtures.tiny_flux import tiny_request as req
 
 
 def test_health(flux_service):

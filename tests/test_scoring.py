@@ -6,12 +6,11 @@ import open_clip
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from pipeline.errors import InvalidParameter, ModelNotFound
 from pipeline.scoring import (ImageScore, TensorPreprocess, describe_score, load_scorer, parse_clip_id,
                               resolve_device, resolve_dtype)
-from tests.fixtures.tiny_clip import build_tiny_clip
+from tests.fixtures.tiny_clip import build_tiny_clip, reference_laion_head
 
 COLOURS = [(255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255), (255, 128, 0)]
 PROMPTS = ["blue sky", "a photo of a cat", "a red fox"]
@@ -33,10 +32,7 @@ def reference(tiny_clip_dir, tiny_aesthetic_path):
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_clip_dir}")
     model.eval()
     tokenizer = open_clip.get_tokenizer(f"local-dir:{tiny_clip_dir}")
-    head = nn.Sequential(nn.Linear(768, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-                         nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1)).eval()
-    state = torch.load(tiny_aesthetic_path, weights_only=True)
-    head.load_state_dict({key[len("layers."):]: value for key, value in state.items()})
+    head = reference_laion_head(tiny_aesthetic_path)
 
     def embed_images(images):
         with torch.no_grad():

@@ -2,26 +2,19 @@
 import base64
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import requests
 from PIL import Image
 
 from pipeline.services.vision import parse_args
+from tests.fixtures.servers import free_port, stop_process, wait_until_ready
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_KEYS = {"alignmentScore", "aestheticScore", "analysis", "strengths", "weaknesses"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_service(args, env_extra=None):
@@ -38,26 +31,12 @@ def service(tiny_clip_dir, tiny_aesthetic_path):
                           {"CLIP_MODEL": f"local-dir:{tiny_clip_dir}", "AESTHETIC_MODEL": tiny_aesthetic_path,
                            "VISION_PROVIDER": "local"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the service exited with {process.returncode}: {process.stderr.read()}")
-        try:
-            if requests.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("the service did not answer /health within 120 s")
-        time.sleep(0.3)
-    yield url
-    process.terminate()
     try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        wait_until_ready(process, url + "/health", timeout=120, name="the vision service",
+                         output=process.stderr.read)
+        yield url
+    finally:
+        stop_process(process)
 
 
 @pytest.fixture(scope="module")

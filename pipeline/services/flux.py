@@ -14,6 +14,7 @@ LoRAs (--lora / FLUX_LORAS), `loras: []` means none; the seed's `{path, scale}` 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import threading
@@ -26,9 +27,10 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from ..config import LoraSpec, Settings
 from ..errors import GenerationFailed, InvalidParameter, ModelNotFound
 from ..generation import GenerationRequest
+from ..pnginfo import save_png
 
 # Body field names for GenerationRequest / generator parameter names, for 422 locations.
-_FIELD_NAMES = {"negative": "negativePrompt", "lora": "loras"}
+_FIELD_NAMES = {"negative": "negativePrompt"}
 
 
 class LoraBody(BaseModel):
@@ -111,24 +113,11 @@ def create_app(generator, out_dir: str | os.PathLike, default_loras=()):
         path = out / f"flux_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns() % 10**9:09d}_{seed}.png"
         metadata = {**result.metadata, "prompt": result.prompt, "seed": seed, "seconds": round(result.seconds, 3),
                     "negativePrompt": body.negativePrompt}
-        _save_png(result.image, path, metadata)
+        save_png(path, result.image, {"prompt": result.prompt, "seed": str(seed),
+                                      "promptbeam": json.dumps(metadata, default=str)})
         return {"localPath": str(path), "metadata": metadata, "revisedPrompt": result.prompt}
 
     return app
-
-
-def _save_png(image, path: Path, metadata: dict) -> None:
-    import json
-
-    from PIL.PngImagePlugin import PngInfo
-
-    from ..images import tensor_to_pil
-
-    info = PngInfo()
-    info.add_text("prompt", str(metadata.get("prompt", "")))
-    info.add_text("seed", str(metadata.get("seed")))
-    info.add_text("promptbeam", json.dumps(metadata, default=str))
-    tensor_to_pil(image).save(path, pnginfo=info)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -100,9 +100,9 @@ def _read_file(path: str, field: str) -> bytes:
 
 
 def _read_url(url: str) -> bytes:
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
     if scheme == "file":
-        parts = urllib.parse.urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise HTTPException(400, f"imageUrl: file:// URLs must point to this machine, got host {parts.netloc!r}")
         return _read_file(urllib.request.url2pathname(parts.path), "imageUrl")

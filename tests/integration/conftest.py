@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from tests.fixtures.servers import free_port, stop_process, wait_until_ready
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -37,12 +38,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
             if not COMFYUI_DIR:
                 item.add_marker(skip)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class WebSocketReader:
@@ -183,7 +178,7 @@ def comfy_server(tmp_path_factory, tiny_model_dir):
     (base / "custom_nodes" / TEST_PACK_FOLDER).symlink_to(HERE / "comfy_test_pack", target_is_directory=True)
     for folder in tiny_model_dir.iterdir():
         (base / "models" / folder.name).symlink_to(folder, target_is_directory=True)
-    port = _free_port()
+    port = free_port()
     log_path = base / "comfyui.log"
     command = [COMFYUI_PYTHON, os.path.join(COMFYUI_DIR, "main.py"), "--cpu", "--listen", "127.0.0.1",
                "--port", str(port), "--disable-auto-launch", "--base-directory", str(base),
@@ -193,26 +188,10 @@ def comfy_server(tmp_path_factory, tiny_model_dir):
         process = subprocess.Popen(command, cwd=COMFYUI_DIR, stdout=log_file, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
     server = ComfyServer(f"http://127.0.0.1:{port}", base, log_path, process)
-    started = time.monotonic()
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {process.returncode} during startup:\n{server.log()[-4000:]}")
-            try:
-                if requests.get(server.url + "/system_stats", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() - started > STARTUP_TIMEOUT_S:
-                pytest.fail(f"ComfyUI did not answer /system_stats in {STARTUP_TIMEOUT_S}s:\n{server.log()[-4000:]}")
-            time.sleep(0.2)
-        server.startup_s = time.monotonic() - started
+        server.startup_s = wait_until_ready(process, server.url + "/system_stats", STARTUP_TIMEOUT_S, "ComfyUI",
+                                            lambda: server.log()[-4000:])
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=20)
         shutil.rmtree(base / "temp", ignore_errors=True)
