@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline.diffusers_flux import DiffusersFluxGenerator  # noqa: E402
-from pipeline.generation import GenerationRequest  # noqa: E402
+from pipeline.generation.diffusers_flux import DiffusersFluxGenerator  # noqa: E402
+from pipeline.generation.protocol import GenerationRequest  # noqa: E402
 from bench_common import Results, device_name, median_seconds  # noqa: E402
 
 TINY = os.environ.get("TINY") == "1"

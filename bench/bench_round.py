@@ -25,10 +25,10 @@ sys.path.insert(0, os.path.join(REPO, "bench"))
 
 import bench_flux  # noqa: E402  (TINY/DEVICE/SIZE settings are read from the same environment)
 import bench_scoring  # noqa: E402
-from pipeline.beam import BeamConfig, BeamSearch  # noqa: E402
-from pipeline.diffusers_flux import DiffusersFluxGenerator  # noqa: E402
-from pipeline.llm import OllamaClient  # noqa: E402
-from pipeline.prompts import PromptEngine  # noqa: E402
+from pipeline.beam.search import BeamConfig, BeamSearch  # noqa: E402
+from pipeline.generation.diffusers_flux import DiffusersFluxGenerator  # noqa: E402
+from pipeline.llm.client import OllamaClient  # noqa: E402
+from pipeline.llm.operations import PromptEngine  # noqa: E402
 from bench_common import Results  # noqa: E402
 
 TINY = bench_flux.TINY

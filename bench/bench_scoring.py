@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from pipeline.aesthetic import LaionAestheticHead  # noqa: E402
-from pipeline.scoring import Scorer, load_scorer, resolve_dtype  # noqa: E402
+from pipeline.scoring.aesthetic import LaionAestheticHead  # noqa: E402
+from pipeline.scoring.scorer import Scorer, load_scorer, resolve_dtype  # noqa: E402
 from bench_common import Results, device_name, median_seconds  # noqa: E402
 
 TINY = os.environ.get("TINY") == "1"

@@ -16,8 +16,6 @@ import os
 import time
 from typing import Optional, Sequence
 
-import torch
-
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
@@ -25,10 +23,11 @@ import comfy.sd
 import comfy.utils
 import latent_preview
 import node_helpers
+import torch
 
 from ..pipeline.config import LoraSpec
 from ..pipeline.errors import GenerationFailed, Interrupted, InvalidParameter, ModelNotFound, PromptBeamError
-from ..pipeline.generation import GenerationRequest, GenerationResult, StepCallback, StopCheck, with_triggers
+from ..pipeline.generation.protocol import GenerationRequest, GenerationResult, StepCallback, StopCheck, with_triggers
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import folder_paths
 
 from ..pipeline.config import LoraSpec
 from ..pipeline.errors import Interrupted, InvalidParameter, ModelNotFound, PromptBeamError
-from ..pipeline.generation import GenerationRequest
+from ..pipeline.generation.protocol import GenerationRequest
 from .comfy_generator import ComfyFluxGenerator
 
 CATEGORY = "Prompt Beam/generation"

@@ -9,9 +9,9 @@ import logging
 
 from ..pipeline.config import DEFAULT_OLLAMA_MODEL, DEFAULT_OLLAMA_URL, Settings
 from ..pipeline.errors import InvalidParameter, PromptBeamError
-from ..pipeline.llm import DEFAULT_KEEP_ALIVE, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, OllamaClient
-from ..pipeline.prompt_templates import DIMENSIONS, STYLES
-from ..pipeline.prompts import DEFAULT_TEMPERATURES, MAX_EXPAND, PromptEngine
+from ..pipeline.llm.client import DEFAULT_KEEP_ALIVE, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, OllamaClient
+from ..pipeline.llm.operations import DEFAULT_TEMPERATURES, MAX_EXPAND, PromptEngine
+from ..pipeline.llm.templates import DIMENSIONS, STYLES
 
 log = logging.getLogger(__name__)
 CATEGORY = "Prompt Beam/LLM"

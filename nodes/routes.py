@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 from ..pipeline.errors import PromptBeamError
-from ..pipeline.llm import OllamaClient
+from ..pipeline.llm.client import OllamaClient
 from .llm_nodes import _ollama_defaults
 
 try:

@@ -12,12 +12,13 @@ import uuid
 import comfy.model_management
 import folder_paths
 
-from ..pipeline.aesthetic import LAION_FILENAME, is_v25, resolve_aesthetic_path
 from ..pipeline.config import DEFAULT_CLIP_MODEL, Settings
 from ..pipeline.errors import InvalidParameter, PromptBeamError
 from ..pipeline.images import tensor_to_pil, to_batch
-from ..pipeline.scoring import (DEFAULT_ALPHA, caption_images, caption_prompt_for, load_scorer, resolve_device,
-                                resolve_dtype, total_score)
+from ..pipeline.scoring.aesthetic import LAION_FILENAME
+from ..pipeline.scoring.scorer import (DEFAULT_ALPHA, caption_images, caption_prompt_for, load_scorer, resolve_device,
+                                       resolve_dtype, total_score)
+from ..pipeline.scoring.sources import resolve_aesthetic
 
 log = logging.getLogger(__name__)
 CATEGORY = "Prompt Beam/Scoring"
@@ -52,7 +53,8 @@ def cached_scorer(clip_model, aesthetic_model, device, dtype):
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     folders = aesthetic_folders()
-    aesthetic = "v2.5" if is_v25(aesthetic_model) else resolve_aesthetic_path(aesthetic_model, folders)
+    # The scoring part's own rule for where the head comes from (LAION's default: where it will be downloaded).
+    aesthetic = resolve_aesthetic(aesthetic_model, folders).require().location
     key = (clip_model.strip(), aesthetic, str(device), str(dtype))
     scorer = _SCORERS.get(key)
     if scorer is None:

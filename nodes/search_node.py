@@ -18,8 +18,8 @@ import comfy.utils
 import folder_paths
 from server import PromptServer
 
-from ..pipeline.beam import BeamConfig, BeamSearch, SearchCallbacks
-from ..pipeline.errors import InvalidParameter, Interrupted
+from ..pipeline.beam.search import BeamConfig, BeamSearch, SearchCallbacks
+from ..pipeline.errors import Interrupted, InvalidParameter
 from ..pipeline.images import tensor_to_pil
 
 log = logging.getLogger(__name__)

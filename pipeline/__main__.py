@@ -1,6 +1,6 @@
-"""`python -m pipeline search | doctor | queue` (see pipeline/cli.py and docs/cli.md)."""
+"""`python -m pipeline search | doctor | queue` (see pipeline/cli/ and docs/cli.md)."""
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

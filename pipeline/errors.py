@@ -17,6 +17,14 @@ class InvalidParameter(PromptBeamError, ValueError):
         self.name = name
         super().__init__(f"{name}: {message}")
 
+    @staticmethod
+    def bare(exc: Exception) -> str:
+        """An InvalidParameter's message without its leading "name: ", for a caller that names the parameter
+        itself (other exceptions: their message as is)."""
+        text = str(exc)
+        name = getattr(exc, "name", None)
+        return text[len(name) + 2:] if name and text.startswith(f"{name}: ") else text
+
 
 class ModelNotFound(PromptBeamError, FileNotFoundError):
     """A model file, folder or hub id could not be found or loaded."""

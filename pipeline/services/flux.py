@@ -26,8 +26,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from ..config import LoraSpec, Settings
 from ..errors import GenerationFailed, InvalidParameter, ModelNotFound
-from ..generation import GenerationRequest
-from ..pnginfo import save_png
+from ..generation.protocol import GenerationRequest
+from ..record.pnginfo import save_png
 
 # Body field names for GenerationRequest / generator parameter names, for 422 locations.
 _FIELD_NAMES = {"negative": "negativePrompt"}
@@ -144,8 +144,8 @@ def main(argv=None) -> int:
 
     import uvicorn
 
-    from ..diffusers_flux import DiffusersFluxGenerator
     from ..errors import PromptBeamError
+    from ..generation.diffusers_flux import DiffusersFluxGenerator
 
     args = parse_args(argv)
     try:

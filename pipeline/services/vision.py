@@ -164,8 +164,8 @@ def _short(url: str, limit: int = 120) -> str:
 
 
 def parse_args(argv=None, env=None) -> argparse.Namespace:
-    from ..aesthetic import default_aesthetic_dir
     from ..config import Settings
+    from ..scoring.aesthetic import default_aesthetic_dir
 
     settings = Settings.from_env(env)
     parser = argparse.ArgumentParser(prog="python -m pipeline.services.vision", description=__doc__.split("\n")[0])
@@ -186,7 +186,7 @@ def parse_args(argv=None, env=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     import uvicorn
 
-    from ..scoring import load_scorer
+    from ..scoring.scorer import load_scorer
 
     try:
         args = parse_args(argv)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import workflow_check as wc
+from tests.workflows import workflow_check as wc
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 CHROMIUM = os.environ.get("PROMPTBEAM_CHROMIUM", "/usr/bin/chromium")

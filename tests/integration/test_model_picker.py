@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import workflow_check as wc
+from tests.workflows import workflow_check as wc
 from tests.fixtures.ollama import free_port
 
 REPO = Path(__file__).resolve().parents[2]

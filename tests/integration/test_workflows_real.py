@@ -12,8 +12,8 @@ import pytest
 import requests
 from PIL import Image
 
-from pipeline.queue_client import apply_sets
-from tests import workflow_check as wc
+from pipeline.comfy_api.client import apply_sets
+from tests.workflows import workflow_check as wc
 from tests.fixtures.comfy import load_pack
 from tests.integration.conftest import PACK_FOLDER
 

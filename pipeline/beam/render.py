@@ -1,0 +1,135 @@
+"""The generation and scoring phases of a round.
+
+Generation is one `generator.generate` call for the whole round; if that batch fails, each request is retried
+alone so a single bad candidate is isolated and recorded as failed instead of sinking its round. Scoring is one
+`scorer.score` call (one CLIP forward), with the same per-candidate fallback.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..errors import GenerationFailed, Interrupted, ScoringFailed
+from ..generation.protocol import GenerationRequest
+from .config import BeamConfig
+from .types import STAGE_GENERATE, STAGE_SCORE, STATUS_OK, Candidate, SearchCallbacks, StopRequested
+
+
+class RoundRenderer:
+    def __init__(self, generator, scorer, config: BeamConfig, callbacks: SearchCallbacks,
+                 check_stop: Callable[[], None], should_stop: Callable[[], bool], score_text: str):
+        self.generator = generator
+        self.scorer = scorer
+        self.config = config
+        self.callbacks = callbacks
+        self.check_stop = check_stop
+        self.should_stop = should_stop
+        self.score_text = score_text
+        self.generate_s = 0.0
+        self.score_s = 0.0
+
+    def request_for(self, candidate: Candidate) -> GenerationRequest:
+        c = self.config
+        return GenerationRequest(prompt=candidate.prompt, seed=candidate.seed, width=c.width, height=c.height,
+                                 steps=c.steps, guidance=c.guidance, negative=candidate.negative,
+                                 sampler=c.sampler, scheduler=c.scheduler).validate()
+
+    # ---- generation ---------------------------------------------------------------------------------------------
+    def generate(self, candidates: Sequence[Candidate]) -> dict[str, torch.Tensor]:
+        """Render every candidate; failed ones are marked on the candidate. Returns {id: [H, W, 3] image}."""
+        if not candidates:
+            return {}
+        requests = [self.request_for(c) for c in candidates]
+        self.check_stop()
+        images = self._generate_batch(candidates, requests)
+        self.check_stop()
+        if images is not None and len(images) == len(candidates):
+            return images
+        images = images or {}     # the images the failed batch did render are kept, not rendered again
+        for candidate, request in zip(candidates, requests):
+            if candidate.id in images:
+                continue
+            self.check_stop()
+            try:
+                images.update(self._generate_batch([candidate], [request], raise_errors=True))
+            except (StopRequested, KeyboardInterrupt):
+                raise
+            except Exception as exc:   # isolate: any backend error fails this candidate only
+                candidate.fail(STAGE_GENERATE, exc)
+            self.check_stop()
+        return images
+
+    def _generate_batch(self, candidates, requests, raise_errors: bool = False) -> Optional[dict]:
+        started = time.perf_counter()
+        try:
+            results = self.generator.generate(requests, on_step=self.callbacks.on_step,
+                                              should_stop=self.should_stop)
+            if len(results) != len(requests):
+                raise GenerationFailed(f"the generator returned {len(results)} images for {len(requests)} requests")
+            return {c.id: _as_hwc(r.image) for c, r in zip(candidates, results)}
+        except Interrupted:
+            raise StopRequested() from None
+        except (StopRequested, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if raise_errors:
+                raise
+            completed = getattr(exc, "completed", None) or {}
+            return {candidates[i].id: _as_hwc(r.image) for i, r in completed.items() if 0 <= i < len(candidates)}
+        finally:
+            self.generate_s += time.perf_counter() - started
+
+    # ---- scoring ------------------------------------------------------------------------------------------------
+    def score(self, candidates: Sequence[Candidate], images: dict[str, torch.Tensor]) -> None:
+        """Score the rendered candidates in one call; set scores/caption/status on each."""
+        rendered = [c for c in candidates if c.id in images]
+        if not rendered:
+            return
+        self.check_stop()
+        scores = self._score_batch([images[c.id] for c in rendered])
+        if scores is None:
+            scores = []
+            for candidate in rendered:
+                self.check_stop()
+                try:
+                    scores.append(self._score_batch([images[candidate.id]], raise_errors=True)[0])
+                except (StopRequested, KeyboardInterrupt):
+                    raise
+                except Exception as exc:
+                    candidate.fail(STAGE_SCORE, exc)
+                    scores.append(None)
+        self.check_stop()
+        for candidate, score in zip(rendered, scores):
+            if score is None:
+                continue
+            candidate.scores = score.as_dict(self.config.alpha)
+            candidate.caption = getattr(score, "caption", None)
+            candidate.status = STATUS_OK
+
+    def _score_batch(self, images: list, raise_errors: bool = False):
+        started = time.perf_counter()
+        try:
+            scores = self.scorer.score(images, self.score_text, captions=self.config.captions)
+            if len(scores) != len(images):
+                raise ScoringFailed(f"the scorer returned {len(scores)} scores for {len(images)} images")
+            return list(scores)
+        except (StopRequested, KeyboardInterrupt):
+            raise
+        except Interrupted:
+            raise StopRequested() from None
+        except Exception:
+            if raise_errors:
+                raise
+            return None
+        finally:
+            self.score_s += time.perf_counter() - started
+
+
+def _as_hwc(image: torch.Tensor) -> torch.Tensor:
+    if image.dim() == 4 and image.shape[0] == 1:
+        image = image[0]
+    if image.dim() != 3 or image.shape[-1] != 3:
+        raise GenerationFailed(f"the generator returned an image of shape {list(image.shape)}, expected [H, W, 3]")
+    return image.detach().float().cpu()

@@ -1,0 +1,391 @@
+"""`python -m pipeline search PROMPT`: the standalone beam search (Ollama + diffusers Flux + CLIP/aesthetic scorer).
+
+Order of work, so that mistakes cost seconds, not a 30 GB model load:
+  1. every parameter is checked (BeamConfig, image size, files named by flags, the --resume record)  -> exit 2
+  2. Ollama is asked whether it answers and has the model                                            -> exit 1
+  3. the scorer and Flux are loaded, then the search runs with a tqdm bar on stderr
+The first Ctrl-C asks the search to stop at its next checkpoint (the record stays complete and resumable, exit
+130); a second Ctrl-C kills the process at once.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from ..beam.config import RESUME_OVERRIDES, BeamConfig  # no torch import: parameter errors answer at once
+from ..config import LoraSpec, Settings
+from ..errors import Interrupted, InvalidParameter, PromptBeamError
+from . import checks
+from .exit_codes import EXIT_INTERRUPTED, EXIT_OK
+
+# BeamConfig fields set by flags (dest == field name). Anything left None keeps BeamConfig's default.
+CONFIG_FLAGS = ("beam_width", "keep_top", "iterations", "alpha", "seed", "dimension_policy", "seed_policy",
+                "patience", "target_score", "time_budget_s", "width", "height", "steps", "guidance",
+                "descriptiveness", "style", "combine_mode", "use_negative", "score_text", "captions", "low_vram",
+                "llm_concurrency", "control_arm")
+RESUME_HINT = "python -m pipeline search --resume {run_dir}"
+
+
+def add_parser(commands, parents) -> argparse.ArgumentParser:
+    p = commands.add_parser(
+        "search", parents=parents, help="run a beam search for one prompt (Ollama + Flux + CLIP scorer)",
+        description="Beam search over LLM-written prompts: expand, render, score, keep the best, refine. "
+                    "Model defaults come from OLLAMA_BASE_URL, OLLAMA_MODEL, FLUX_MODEL, FLUX_LORAS, CLIP_MODEL "
+                    "and AESTHETIC_MODEL.")
+    p.add_argument("prompt", nargs="?", metavar="PROMPT", help="what you want to see (omit with --resume)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its report.json")
+    p.add_argument("--out", metavar="DIR", default="runs", help="root folder of run directories (default: ./runs)")
+
+    beam = p.add_argument_group("search")
+    beam.add_argument("--beam-width", dest="beam_width", type=int, metavar="N", help="candidates per round (4)")
+    beam.add_argument("--keep-top", dest="keep_top", type=int, metavar="M", help="survivors per round, <= N (2)")
+    beam.add_argument("--iterations", type=int, metavar="K", help="rounds, round 0 included (3)")
+    beam.add_argument("--alpha", type=float, help="total = alpha*alignment + (1-alpha)*10*aesthetic (0.7)")
+    beam.add_argument("--seed", type=int, help="run seed; every candidate seed derives from it (0)")
+    beam.add_argument("--dimension-policy", dest="dimension_policy", choices=("alternate", "adaptive"),
+                      help="which half to refine each round: alternate WHAT/HOW, or the weaker score's half")
+    beam.add_argument("--seed-policy", dest="seed_policy", choices=("inherit", "fresh"),
+                      help="children reuse their parent's image seed (inherit) or get new ones (fresh)")
+    beam.add_argument("--patience", type=int, metavar="ROUNDS", help="stop after this many rounds without a "
+                                                                     "better best")
+    beam.add_argument("--target-score", dest="target_score", type=float, metavar="TOTAL",
+                      help="stop once the best total reaches this")
+    beam.add_argument("--time-budget", dest="time_budget_s", type=float, metavar="SECONDS",
+                      help="stop starting new work after this many seconds")
+    beam.add_argument("--descriptiveness", type=int, choices=(1, 2, 3), help="prompt length: 1 short .. 3 long")
+    beam.add_argument("--style", choices=("natural", "booru"), help="prompt wording style")
+    beam.add_argument("--combine-mode", dest="combine_mode", choices=("llm", "template"),
+                      help="merge WHAT and HOW with the LLM or with a fixed template")
+    beam.add_argument("--negative", dest="use_negative", action="store_true", default=None,
+                      help="have the LLM write a negative prompt per candidate")
+    beam.add_argument("--score-text", dest="score_text", metavar="TEXT",
+                      help="text to score alignment against (default: PROMPT)")
+    beam.add_argument("--captions", action="store_true", default=None,
+                      help="ask the scorer for captions to feed the critique")
+    beam.add_argument("--llm-concurrency", dest="llm_concurrency", type=int, metavar="N",
+                      help="LLM calls in flight at once (4)")
+    beam.add_argument("--control-arm", dest="control_arm", action="store_true", default=None,
+                      help="also spend the same image budget on seeds only, for an honest comparison")
+
+    image = p.add_argument_group("image")
+    image.add_argument("--width", type=int, help="pixels, multiple of 16 (1024)")
+    image.add_argument("--height", type=int, help="pixels, multiple of 16 (1024)")
+    image.add_argument("--steps", type=int, help="denoising steps (4; FLUX.1-dev wants ~28)")
+    image.add_argument("--guidance", type=float, help="Flux guidance (3.5; ignored by schnell)")
+
+    models = p.add_argument_group("models (defaults from the environment)")
+    models.add_argument("--ollama-url", dest="ollama_url", metavar="URL", help="Ollama server (OLLAMA_BASE_URL)")
+    models.add_argument("--llm-model", dest="llm_model", metavar="NAME", help="Ollama model (OLLAMA_MODEL)")
+    models.add_argument("--flux", metavar="ID|DIR|FILE",
+                        help="diffusers hub id, local diffusers folder, or a single-file .safetensors transformer "
+                             "(FLUX_MODEL)")
+    models.add_argument("--flux-base", dest="flux_base", metavar="ID|DIR",
+                        help="where a single-file transformer takes the other components from "
+                             f"(default: {checks.DEFAULT_FLUX_BASE})")
+    models.add_argument("--lora", action="append", metavar="PATH[:WEIGHT[:TRIGGER]]",
+                        help="LoRA file, repeatable; replaces FLUX_LORAS when given")
+    models.add_argument("--clip", metavar="ID", help="open_clip model: ARCH/TAG, hf-hub:ORG/REPO or "
+                                                     "local-dir:PATH (CLIP_MODEL)")
+    models.add_argument("--caption-model", dest="caption_model", metavar="NAME",
+                        help="Ollama vision model for --captions (e.g. qwen2.5vl:7b, llava)")
+    models.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (.pth/.safetensors), 'laion' or 'v2.5' "
+                                                            "(AESTHETIC_MODEL)")
+
+    runtime = p.add_argument_group("runtime")
+    runtime.add_argument("--device", metavar="DEVICE", help="cuda, cuda:N, mps or cpu (default: best available)")
+    runtime.add_argument("--offload", action="store_true", default=None,
+                         help="keep Flux's parts in RAM and move each to the GPU only while it runs (less VRAM)")
+    runtime.add_argument("--low-vram", dest="low_vram", action="store_true", default=None,
+                         help="unload the Ollama model before each round's generation")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Step 1: parameters
+
+
+@dataclasses.dataclass
+class SearchPlan:
+    """Everything the search needs, checked; nothing loaded yet."""
+    config: BeamConfig
+    user_prompt: str
+    out_root: Path
+    run_dir: Path
+    resume: bool
+    settings: dict                    # ollama_url, llm_model, flux, flux_base, loras, clip, aesthetic, device, offload
+    overrides: dict                   # --resume: the RESUME_OVERRIDES flags given (e.g. more --iterations)
+
+
+def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = None) -> SearchPlan:
+    env = env_settings or Settings.from_env()
+    given = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name, None) is not None}
+    recorded = {}
+    if args.resume:
+        plan, recorded = _resume_plan(args, given)
+    else:
+        if not args.prompt or not args.prompt.strip():
+            raise InvalidParameter("prompt", "is missing: say what you want to see, e.g. "
+                                             "python -m pipeline search \"a lighthouse at dusk\"")
+        checks.check_out_dir(args.out, flag="out")
+        plan = SearchPlan(config=BeamConfig(**given).validate(), user_prompt=args.prompt.strip(),
+                          out_root=Path(args.out), run_dir=Path(args.out) / new_run_id(), resume=False,
+                          settings={}, overrides={})
+    plan.settings = model_settings(args, recorded, env)
+    if plan.config.captions and not plan.settings["caption_model"]:
+        raise InvalidParameter("captions", "needs --caption-model NAME, an Ollama vision model (e.g. qwen2.5vl:7b "
+                                           "or llava) that describes each image for the critique")
+    check_models(plan.settings, lora_flag="FLUX_LORAS" if args.lora is None and "lora" not in recorded else "lora")
+    return plan
+
+
+def _resume_plan(args: argparse.Namespace, given: dict) -> tuple[SearchPlan, dict]:
+    """The recorded run with the allowed overrides, and the model choices it recorded."""
+    if args.prompt:
+        raise InvalidParameter("prompt", "give either PROMPT or --resume RUN_DIR, not both (a resumed run keeps "
+                                         "its prompt)")
+    fixed = sorted(name for name in given if name not in RESUME_OVERRIDES)
+    if fixed:
+        changeable = ", ".join(args.flag_names[name] for name in RESUME_OVERRIDES)
+        raise InvalidParameter(fixed[0], "cannot be changed when resuming: the run keeps the settings in its "
+                                         f"report.json (only {changeable} can change)")
+    run_dir = Path(args.resume)
+    report = read_report(run_dir)
+    config = BeamConfig.from_dict({**(report.get("config") or {}), **given}).validate()
+    plan = SearchPlan(config=config, user_prompt=str(report["user_prompt"]), out_root=run_dir.parent,
+                      run_dir=run_dir, resume=True, settings={}, overrides=given)
+    return plan, recorded_models(report)
+
+
+def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> dict:
+    """Which models to load: a flag wins, then (on --resume) what the run recorded, then the environment."""
+    def pick(flag: str, env_value):
+        value = getattr(args, flag, None)
+        return value if value is not None else recorded.get(flag, env_value)
+
+    if args.lora is not None:
+        loras = [LoraSpec.parse_cli(text) for text in args.lora]
+    elif "lora" in recorded:
+        loras = [LoraSpec.from_dict(item) for item in recorded["lora"]]
+    else:
+        loras = list(env.flux_loras)
+    return {"ollama_url": pick("ollama_url", env.ollama_base_url), "llm_model": pick("llm_model", env.ollama_model),
+            "flux": pick("flux", env.flux_model), "flux_base": pick("flux_base", None), "loras": loras,
+            "clip": pick("clip", env.clip_model), "aesthetic": pick("aesthetic", env.aesthetic_model),
+            "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload)}
+
+
+def check_models(settings: dict, lora_flag: str) -> None:
+    """Every file and name the models need, without loading one. Cheapest first: CLIP checks import open_clip."""
+    checks.check_flux(settings["flux"], settings["flux_base"], flag="flux")
+    checks.check_loras(settings["loras"], flag=lora_flag)
+    settings["device"] = checks.check_device(settings["device"], flag="device")
+    if settings["offload"]:
+        from ..generation.diffusers_flux import pick_device  # the generator's own device choice when none is given
+
+        if pick_device(settings["device"]).type == "cpu":
+            raise InvalidParameter("offload", "moves Flux's parts to the GPU only while they run; this run is on "
+                                              "the CPU")
+    checks.check_clip(settings["clip"], flag="clip")
+    checks.check_aesthetic(settings["aesthetic"], flag="aesthetic")
+    checks.check_head_fits_clip(settings["aesthetic"], settings["clip"], flag="aesthetic")
+
+
+def read_report(run_dir: Path) -> dict:
+    path = run_dir / "report.json"
+    if not run_dir.is_dir():
+        raise InvalidParameter("resume", f"{run_dir} is not a folder; give the run directory printed by the "
+                                          "interrupted search")
+    if not path.is_file():
+        raise InvalidParameter("resume", f"{run_dir} has no report.json, so it is not a Prompt Beam run directory")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidParameter("resume", f"{path} cannot be read as JSON ({exc})") from None
+    if not isinstance(report, dict) or not str(report.get("user_prompt") or "").strip():
+        raise InvalidParameter("resume", f"{path} is not a Prompt Beam report (no user_prompt)")
+    if report.get("replay_of"):
+        raise InvalidParameter("resume", f"{run_dir} is a replay; replays are not resumed, replay the source again")
+    return report
+
+
+def recorded_models(report: dict) -> dict:
+    """The model choices a run was started with: this command writes them under config["cli"]; for runs started
+    elsewhere (a script calling BeamSearch) the components' own descriptions are the fallback."""
+    config = report.get("config") or {}
+    cli = config.get("cli")
+    if isinstance(cli, dict):
+        names = {"ollama_url": "ollama_url", "llm_model": "llm_model", "flux": "flux", "flux_base": "flux_base",
+                 "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora"}
+        return {flag: cli[key] for key, flag in names.items() if cli.get(key) is not None}
+    found = {}
+    llm = config.get("llm") or {}
+    generator = config.get("generator") or {}
+    scorer = config.get("scorer") or {}
+    for flag, value in (("ollama_url", llm.get("base_url")), ("llm_model", llm.get("model")),
+                        ("clip", scorer.get("clip_model")), ("aesthetic", scorer.get("aesthetic_model"))):
+        if value:
+            found[flag] = value
+    if generator.get("backend") == "diffusers-flux":
+        found["flux"] = generator.get("model")
+        if generator.get("base"):
+            found["flux_base"] = generator["base"]
+        found["lora"] = [{"path": l["path"], "weight": l.get("weight", 1.0), "trigger": l.get("trigger", "")}
+                         for l in generator.get("loras") or []]
+    return found
+
+
+def new_run_id() -> str:
+    """Sortable by start time; the random tail keeps two runs started in the same second apart."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Steps 2 and 3: connect, load, run
+
+
+class StopOnCtrlC:
+    """First Ctrl-C: set a flag the search polls (it stops at the next checkpoint, record complete).
+    Second Ctrl-C: default SIGINT behaviour, i.e. the process ends at once (report.json is written atomically,
+    so at most the candidate in flight is lost)."""
+
+    def __init__(self, announce):
+        self.requested = False
+        self._announce = announce
+        self._previous = None
+
+    def __enter__(self) -> "StopOnCtrlC":
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        # Set the default handler first: the next Ctrl-C is handled by the OS even while Python is busy in C code.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        self._announce("stopping after the current step; the run stays resumable (Ctrl-C again to abort now)")
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = plan_search(args)
+    s = plan.settings
+    from ..llm.client import OllamaClient
+    from ..llm.operations import PromptEngine
+
+    client = OllamaClient(s["ollama_url"], s["llm_model"])
+    # Fail in a second if Ollama is down or a model is not pulled, not after loading Flux.
+    for model in filter(None, (s["llm_model"], s["caption_model"])):
+        OllamaClient(s["ollama_url"], model, timeout=30, retries=1).check()
+    caption_client = OllamaClient(s["ollama_url"], s["caption_model"]) if s["caption_model"] else None
+    say(f"Ollama {client.base_url}: model {client.model} ready")
+
+    from ..generation.protocol import DiffusersFluxGenerator
+    from ..scoring.scorer import load_scorer
+
+    say(f"loading scorer {s['clip']} + aesthetic {s['aesthetic'] or 'LAION (default)'} ...")
+    scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"],
+                         caption_client=caption_client)
+    say(f"loading Flux {s['flux']} ...")
+    generator = DiffusersFluxGenerator(s["flux"], loras=s["loras"], device=s["device"], offload=s["offload"],
+                                       base=s["flux_base"] or None)
+    ops = PromptEngine(client, seed=plan.config.seed, low_vram=plan.config.low_vram)
+    return execute(plan, ops, generator, scorer)
+
+
+def execute(plan: SearchPlan, ops, generator, scorer) -> int:
+    from tqdm import tqdm
+
+    from ..beam.search import BeamSearch, SearchCallbacks
+
+    bar = tqdm(total=None, unit="img", file=sys.stderr, dynamic_ncols=True, desc="search")
+
+    def on_progress(event) -> None:
+        if event.images_total and bar.total != event.images_total:
+            bar.total = event.images_total
+        bar.n = event.images_done
+        bar.set_postfix_str(event.text(), refresh=False)
+        bar.refresh()
+
+    def on_candidate(candidate, image) -> None:
+        if candidate.status == "ok" and candidate.total is not None:
+            line = f"  {candidate.id:<7} total {candidate.total:6.2f}  {_shorten(candidate.prompt, 90)}"
+        else:
+            line = f"  {candidate.id:<7} failed: {_shorten(candidate.error or 'unknown error', 100)}"
+        bar.write(line, file=sys.stderr)
+
+    with StopOnCtrlC(lambda text: bar.write(text, file=sys.stderr)) as stop:
+        callbacks = SearchCallbacks(on_progress=on_progress, on_candidate=on_candidate, should_stop=stop)
+        search = BeamSearch(ops, generator, scorer, plan.config, callbacks)
+        record_cli_settings(search, plan)
+        try:
+            if plan.resume:
+                result = search.resume(plan.run_dir, overrides=plan.overrides or None)
+            else:
+                result = search.run(plan.user_prompt, plan.out_root, run_id=plan.run_dir.name)
+        except Interrupted:
+            bar.close()
+            print_resume_hint(plan.run_dir)
+            return EXIT_INTERRUPTED
+        except PromptBeamError:
+            bar.close()
+            if (plan.run_dir / "report.json").is_file():
+                say(f"run record: {plan.run_dir}")
+            raise
+        finally:
+            bar.close()
+    print_summary(result)
+    if result.stop_reason == "interrupted":      # a Ctrl-C that came after the last candidate changed nothing
+        print_resume_hint(result.run_dir)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def record_cli_settings(search, plan: SearchPlan) -> None:
+    """Put the model choices in the record, so that --resume reloads the same models without flags."""
+    s = plan.settings
+    search.extra_config["cli"] = {"llm_model": s["llm_model"], "ollama_url": s["ollama_url"], "flux": s["flux"],
+                                  "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
+                                  "caption_model": s["caption_model"],
+                                  "loras": [dataclasses.asdict(lora) for lora in s["loras"]]}
+
+
+def print_summary(result) -> None:
+    best = result.best
+    nan = float("nan")
+    scores = best.scores or {}
+    print(f"run directory: {result.run_dir}")
+    print(f"stop reason:   {result.stop_reason}")
+    print(f"best:          {best.id}  total {scores.get('total', nan):.2f}  "
+          f"alignment {scores.get('alignment', nan):.2f}  aesthetic {scores.get('aesthetic', nan):.2f}")
+    if best.image:
+        print(f"image:         {Path(result.run_dir) / best.image}")
+    print(f"prompt:        {best.prompt}")
+    control = result.control or {}
+    if control.get("status") == "done" and control.get("delta_total") is not None:
+        print(f"control arm:   best total {control['best_total']:.2f} from seeds only with the same image budget "
+              f"(beam {'+' if control['delta_total'] >= 0 else ''}{control['delta_total']:.2f})")
+    sys.stdout.flush()
+
+
+def print_resume_hint(run_dir: Path) -> None:
+    say(f"interrupted; the run record is complete. Continue it with:\n  {RESUME_HINT.format(run_dir=run_dir)}")
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,386 @@
+"""Flux through diffusers: the generator for standalone runs, the CLI and the seed's Flux service.
+
+One `DiffusersFluxGenerator` owns one `FluxPipeline`. It loads the model once, loads each LoRA file once (later
+requests only re-weight adapters with `set_adapters`), and renders requests in as few pipeline calls as the
+requests allow: requests sharing size, steps and (for guidance-distilled "dev" models) guidance go through one
+call, each with its own seeded `torch.Generator`, so an image is the same whether rendered alone or in a batch.
+
+Choices worth knowing:
+- guidance: FLUX.1-schnell has no guidance embedding, so `guidance` is ignored (and not a batching key) there;
+  FLUX.1-dev-style models embed it.
+- negative prompts: Flux is guidance-distilled and has no real negative conditioning. A negative prompt is used
+  only with `true_cfg_scale > 1` (diffusers' true CFG: a second transformer pass per step, twice the cost);
+  otherwise it is ignored and the result's metadata says so.
+- seeds: initial noise is drawn on the CPU from the request's seed, so a seed gives the same noise on any device.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..config import DEFAULT_FLUX_MODEL, LoraSpec
+from ..errors import GenerationFailed, Interrupted, InvalidParameter, ModelNotFound, PromptBeamError
+from .loras import check_lora_keys, default_lora_dirs, resolve_lora_file
+from .protocol import GenerationRequest, GenerationResult, StepCallback, StopCheck, plan_batches, with_triggers
+from .sources import SINGLE_FILE_SUFFIXES, looks_like_path, resolve_flux, resolve_loras  # noqa: F401
+
+# prompts -> (prompt_embeds [B, L, joint_attention_dim], pooled_prompt_embeds [B, pooled_projection_dim]).
+# For pipelines built without text encoders (benchmarks, external encoders).
+PromptEncoder = Callable[[list[str]], "tuple[torch.Tensor, torch.Tensor]"]
+
+SAMPLERS = ("euler",)                      # flow-matching Euler, the only sampler the Flux pipeline has
+# ComfyUI scheduler names -> FlowMatchEulerDiscreteScheduler options; simple/normal = the model's own schedule.
+SCHEDULERS = {"simple": {}, "normal": {}, "karras": {"use_karras_sigmas": True},
+              "exponential": {"use_exponential_sigmas": True}}
+
+
+@dataclass(frozen=True)
+class LoadedLora:
+    file: str          # resolved absolute path
+    adapter: str       # adapter name inside the pipeline
+
+
+def pick_device(device: Optional[str] = None) -> torch.device:
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise InvalidParameter("device", f"{device!r} is not a torch device (try cuda, cuda:1, mps or cpu)") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameter("device", f"{device!r} asked for, but CUDA is not available to torch "
+                                         f"{torch.__version__} here; use device='cpu' or fix the CUDA install")
+    return chosen
+
+
+_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+           "fp32": torch.float32, "float32": torch.float32}
+
+
+def pick_dtype(dtype, device: torch.device) -> torch.dtype:
+    """bf16 on accelerators (Flux's training dtype; fp16 overflows in its activations), fp32 on CPU."""
+    if dtype is None:
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype).lower() not in _DTYPES:
+        raise InvalidParameter("dtype", f"{dtype!r} is not one of {', '.join(_DTYPES)}")
+    return _DTYPES[str(dtype).lower()]
+
+
+@contextmanager
+def _quiet_dtype_rename():
+    # diffusers >= 0.36 renamed torch_dtype to dtype; older releases (still allowed by requirements) only know
+    # torch_dtype, so keep it and silence the rename notice.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+        yield
+
+
+def load_flux_pipeline(model: str, base: Optional[str], dtype: torch.dtype):
+    """A diffusers folder or hub id -> FluxPipeline.from_pretrained; a single transformer file -> that file's
+    transformer with the other components from `base` (folder or hub id; default FLUX.1-schnell, whose text
+    encoders and VAE are those of every FLUX.1 model)."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    if not model or not str(model).strip():
+        raise InvalidParameter("model", "give a diffusers Flux folder, a .safetensors transformer or a hub id")
+    source = resolve_flux(str(model), base).require()
+    if source.form == "single-file":
+        components = base or DEFAULT_FLUX_MODEL
+        try:
+            # With a base, its transformer config says the shapes (works offline); without, diffusers infers
+            # dev/schnell from the checkpoint keys and reads that config from the hub cache.
+            config = dict(config=components, subfolder="transformer") if base else {}
+            with _quiet_dtype_rename():
+                transformer = FluxTransformer2DModel.from_single_file(source.location, torch_dtype=dtype, **config)
+                return FluxPipeline.from_pretrained(components, transformer=transformer, torch_dtype=dtype)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelNotFound(
+                f"Flux checkpoint {source.location!r} could not be loaded with components from {components!r}: "
+                f"{exc}. The file must hold a Flux transformer (BFL or diffusers key layout) matching the base "
+                "model (dev checkpoints need a dev base).") from exc
+    try:
+        with _quiet_dtype_rename():
+            return FluxPipeline.from_pretrained(source.location, torch_dtype=dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelNotFound(
+            f"Flux model {model!r} could not be loaded: {exc}. Give a diffusers folder (with model_index.json), "
+            "a .safetensors transformer file, or a hub id you can access (gated repos need `hf auth login`)."
+        ) from exc
+
+
+def _adapter_name(file: Path) -> str:
+    # Stable across runs and unique per file: two LoRAs with the same file name in different folders differ.
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", file.stem)[:40]
+    return f"{stem}_{hashlib.sha1(str(file).encode()).hexdigest()[:8]}"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class _StepReporter:
+    """callback_on_step_end: counts steps across the pipeline calls of one generate() and stops on request."""
+
+    def __init__(self, total: int, on_step: Optional[StepCallback], should_stop: Optional[StopCheck]):
+        self.total, self.done, self.on_step, self.should_stop = total, 0, on_step, should_stop
+
+    def __call__(self, pipe, step: int, timestep, tensors: dict) -> dict:
+        self.done += 1
+        if self.on_step is not None:
+            self.on_step(self.done, self.total)
+        self.check()
+        return tensors
+
+    def check(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Interrupted(f"image generation stopped at step {self.done}/{self.total}")
+
+
+class DiffusersFluxGenerator:
+    """Flux (schnell or dev, any diffusers-loadable checkpoint) with LoRAs, implementing the Generator protocol.
+
+    model: hub id (black-forest-labs/FLUX.1-schnell), a local diffusers folder, or a single transformer file
+    (.safetensors, BFL or diffusers layout) whose other components come from `base`.
+    loras: LoraSpec / {path, trigger, weight} items, loaded once here; trigger words are prepended to prompts.
+    offload: model-level CPU offload for cards with <= 12 GB (one component on the GPU at a time).
+    max_batch: images per pipeline call (default 4, 1 with offload).
+    """
+
+    def __init__(self, model: str = DEFAULT_FLUX_MODEL, loras: Sequence = (), device: Optional[str] = None,
+                 dtype=None, offload: bool = False, base: Optional[str] = None, max_batch: Optional[int] = None,
+                 true_cfg_scale: float = 1.0, lora_dirs: Optional[Sequence[str]] = None,
+                 max_sequence_length: Optional[int] = None, prompt_encoder: Optional[PromptEncoder] = None):
+        device_ = pick_device(device)
+        dtype_ = pick_dtype(dtype, device_)
+        if offload and device_.type == "cpu":
+            raise InvalidParameter("offload", "CPU offload moves models to a GPU when needed; this run is on the CPU")
+        loras = [s if isinstance(s, LoraSpec) else LoraSpec.from_dict(s) for s in loras]
+        lora_dirs = default_lora_dirs() if lora_dirs is None else lora_dirs
+        resolve_loras(loras, lora_dirs).require()   # a missing or foreign LoRA fails now, not after the model loads
+        pipe = load_flux_pipeline(model, base, dtype_)
+        self._setup(pipe, str(model), base, device_, dtype_, offload, max_batch, true_cfg_scale, lora_dirs,
+                    max_sequence_length, prompt_encoder)
+        self.use_loras(loras)
+
+    @classmethod
+    def from_pipeline(cls, pipe, model: str = "custom", loras: Sequence = (), device: Optional[str] = None,
+                      offload: bool = False, max_batch: Optional[int] = None, true_cfg_scale: float = 1.0,
+                      lora_dirs: Optional[Sequence[str]] = None, max_sequence_length: Optional[int] = None,
+                      prompt_encoder: Optional[PromptEncoder] = None) -> "DiffusersFluxGenerator":
+        """Wrap an existing FluxPipeline (built from components, e.g. for benchmarks) without reloading it."""
+        self = cls.__new__(cls)
+        device_ = pick_device(device) if device else pipe.transformer.device
+        self._setup(pipe, model, None, device_, pipe.transformer.dtype, offload, max_batch, true_cfg_scale,
+                    lora_dirs, max_sequence_length, prompt_encoder)
+        self.use_loras(loras)
+        return self
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> "DiffusersFluxGenerator":
+        """FLUX_MODEL / FLUX_LORAS (pipeline.config.Settings) with keyword overrides (device, offload, ...)."""
+        if settings.image_provider != "flux":
+            raise InvalidParameter("IMAGE_PROVIDER", f"{settings.image_provider!r} is not 'flux'")
+        options = dict(model=settings.flux_model, loras=settings.flux_loras)
+        options.update(overrides)
+        return cls(**options)
+
+    def _setup(self, pipe, model, base, device, dtype, offload, max_batch, true_cfg_scale, lora_dirs,
+               max_sequence_length, prompt_encoder) -> None:
+        if max_batch is not None and max_batch < 1:
+            raise InvalidParameter("max_batch", f"must be at least 1, got {max_batch}")
+        if true_cfg_scale < 1:
+            raise InvalidParameter("true_cfg_scale", f"must be >= 1 (1 = negative prompts off), got {true_cfg_scale}")
+        if prompt_encoder is None and (pipe.text_encoder is None or pipe.text_encoder_2 is None):
+            raise InvalidParameter("prompt_encoder", "the pipeline has no text encoders: pass prompt_encoder=")
+        self.pipe, self.model, self.base = pipe, model, base
+        self.device, self.dtype, self.offload = device, dtype, offload
+        self.max_batch = max_batch or (1 if offload else 4)
+        self.true_cfg_scale = float(true_cfg_scale)
+        self.lora_dirs = [str(d) for d in (default_lora_dirs() if lora_dirs is None else lora_dirs)]
+        self.prompt_encoder = prompt_encoder
+        self.guidance_embeds = bool(pipe.transformer.config.guidance_embeds)
+        # FLUX.1-schnell was trained with 256 T5 tokens, dev with 512.
+        self.max_sequence_length = max_sequence_length or (512 if self.guidance_embeds else 256)
+        self.lora_loads = 0                         # LoRA files read since construction (each at most once)
+        self._loaded: dict[str, LoadedLora] = {}   # resolved file -> adapter
+        self._active: list[tuple[LoraSpec, LoadedLora]] = []
+        self._schedulers = {"simple": pipe.scheduler}   # ComfyUI scheduler name -> scheduler, built once
+        pipe.set_progress_bar_config(disable=True)
+        if offload:
+            pipe.enable_model_cpu_offload(device=device)
+        elif pipe.transformer.device != device:
+            pipe.to(device)
+
+    # ---- LoRAs -------------------------------------------------------------------------------------------
+
+    def load_lora(self, spec) -> LoadedLora:
+        """Load a LoRA file into the pipeline once; a second call for the same file is a no-op."""
+        spec = spec if isinstance(spec, LoraSpec) else LoraSpec.from_dict(spec)
+        file = resolve_lora_file(spec.path, self.lora_dirs)
+        key = str(file)
+        if key in self._loaded:
+            return self._loaded[key]
+        check_lora_keys(file)
+        adapter = _adapter_name(file)
+        try:
+            self.pipe.load_lora_weights(key, adapter_name=adapter)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise ModelNotFound(
+                f"LoRA {spec.path!r} ({file}) could not be loaded into this Flux model: {exc}. It may be a LoRA "
+                "for another architecture or another Flux variant (shapes must match the transformer).") from exc
+        if not any(adapter in names for names in self.pipe.get_list_adapters().values()):
+            raise ModelNotFound(
+                f"LoRA {spec.path!r} ({file}) has no weights for Flux's transformer or text encoder: it is "
+                "probably a LoRA for another architecture (SD 1.5/SDXL/...).")
+        self.lora_loads += 1
+        self._loaded[key] = LoadedLora(file=key, adapter=adapter)
+        return self._loaded[key]
+
+    def use_loras(self, specs: Sequence) -> None:
+        """Make exactly these LoRAs (with these weights and triggers) active; load files not yet loaded."""
+        specs = [s if isinstance(s, LoraSpec) else LoraSpec.from_dict(s) for s in specs]
+        active = [(spec, self.load_lora(spec)) for spec in specs]
+        adapters = [lora.adapter for _, lora in active]
+        if len(set(adapters)) != len(adapters):
+            raise InvalidParameter("loras", "the same LoRA file is listed twice; give it once with one weight")
+        if [(s.weight, l.adapter) for s, l in active] != [(s.weight, l.adapter) for s, l in self._active]:
+            if active:
+                self.pipe.enable_lora()     # set_adapters does not undo an earlier disable_lora()
+                self.pipe.set_adapters(adapters, [spec.weight for spec, _ in active])
+            elif self._loaded:
+                self.pipe.disable_lora()
+        self._active = active
+
+    @property
+    def loaded_loras(self) -> list[LoadedLora]:
+        """Every LoRA file loaded so far (active or not); each stays loaded for the generator's lifetime."""
+        return list(self._loaded.values())
+
+    @property
+    def triggers(self) -> list[str]:
+        return [spec.trigger for spec, _ in self._active if spec.trigger]
+
+    # ---- generation --------------------------------------------------------------------------------------
+
+    def check_request(self, request: GenerationRequest) -> GenerationRequest:
+        request.validate()
+        if request.sampler not in (None, "", *SAMPLERS):
+            raise InvalidParameter("sampler", f"{request.sampler!r} is not available in the diffusers Flux backend "
+                                              f"(it has: {', '.join(SAMPLERS)}); ComfyUI's generator has the others")
+        if request.scheduler not in (None, "", *SCHEDULERS):
+            raise InvalidParameter("scheduler", f"{request.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        return request
+
+    def _uses_cfg(self, request: GenerationRequest) -> bool:
+        return self.true_cfg_scale > 1 and bool(request.negative and request.negative.strip())
+
+    def _batch_key(self, request: GenerationRequest) -> tuple:
+        guidance = request.guidance if self.guidance_embeds else None
+        return (request.width, request.height, request.steps, guidance, self._uses_cfg(request),
+                request.scheduler or "simple")
+
+    def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
+                 should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
+        requests = [self.check_request(r) for r in requests]
+        plan = plan_batches(requests, self._batch_key, self.max_batch)
+        reporter = _StepReporter(sum(requests[chunk[0]].steps for chunk in plan), on_step, should_stop)
+        results: list[Optional[GenerationResult]] = [None] * len(requests)
+        for chunk in plan:
+            reporter.check()
+            try:
+                rendered = self._render([requests[i] for i in chunk], reporter)
+            except GenerationFailed as exc:
+                exc.completed = {i: r for i, r in enumerate(results) if r is not None}
+                raise
+            for index, result in zip(chunk, rendered):
+                results[index] = result
+        return results
+
+    def _scheduler(self, name: Optional[str]):
+        name = name or "simple"
+        if name not in self._schedulers:
+            default = self._schedulers["simple"]
+            self._schedulers[name] = (default if not SCHEDULERS[name]
+                                      else type(default).from_config(default.config, **SCHEDULERS[name]))
+        return self._schedulers[name]
+
+    def _render(self, batch: list[GenerationRequest], reporter: _StepReporter) -> list[GenerationResult]:
+        first = batch[0]
+        prompts = [with_triggers(r.prompt, self.triggers) for r in batch]
+        use_cfg = self._uses_cfg(first)
+        kwargs = dict(height=first.height, width=first.width, num_inference_steps=first.steps,
+                      guidance_scale=first.guidance, max_sequence_length=self.max_sequence_length,
+                      generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch],
+                      output_type="pt", callback_on_step_end=reporter)
+        if use_cfg:
+            kwargs["true_cfg_scale"] = self.true_cfg_scale
+        if self.prompt_encoder is not None:
+            kwargs.update(self._encode(prompts, "prompt_embeds", "pooled_prompt_embeds"))
+            if use_cfg:
+                kwargs.update(self._encode([r.negative for r in batch], "negative_prompt_embeds",
+                                           "negative_pooled_prompt_embeds"))
+        else:
+            kwargs["prompt"] = prompts
+            if use_cfg:
+                kwargs["negative_prompt"] = [r.negative for r in batch]
+        self.pipe.scheduler = self._scheduler(first.scheduler)
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                images = self.pipe(**kwargs).images                     # [B, 3, H, W] in [0, 1]
+            images = images.permute(0, 2, 3, 1).float().cpu()          # -> [B, H, W, 3], ComfyUI layout
+        except PromptBeamError:
+            raise
+        except Exception as exc:
+            if _is_oom(exc):
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                raise GenerationFailed(
+                    f"out of GPU memory rendering {len(batch)} image(s) at {first.width}x{first.height}: lower "
+                    f"max_batch (now {self.max_batch}), enable offload (--offload / offload=True) or render "
+                    "smaller images") from exc
+            raise GenerationFailed(f"Flux generation failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.pipe.scheduler = self._scheduler(None)
+        seconds = (time.perf_counter() - start) / len(batch)
+        meta = self._metadata(first, len(batch))
+        return [GenerationResult(image=image, seed=r.seed, seconds=seconds, prompt=prompt,
+                                 metadata={**meta, "negative": r.negative if use_cfg else None,
+                                           **({"negative_ignored": True} if r.negative and not use_cfg else {})})
+                for image, r, prompt in zip(images, batch, prompts)]
+
+    def _encode(self, texts: list[str], embeds_key: str, pooled_key: str) -> dict:
+        embeds, pooled = self.prompt_encoder(texts)
+        return {embeds_key: embeds.to(self.device, self.dtype), pooled_key: pooled.to(self.device, self.dtype)}
+
+    def _metadata(self, request: GenerationRequest, batch_size: int) -> dict:
+        return {"backend": "diffusers-flux", "model": self.model, "width": request.width, "height": request.height,
+                "steps": request.steps, "guidance": request.guidance if self.guidance_embeds else None,
+                "sampler": "euler", "scheduler": request.scheduler or "simple", "batch_size": batch_size,
+                "true_cfg_scale": self.true_cfg_scale, "loras": self._lora_record()}
+
+    def _lora_record(self) -> list[dict]:
+        return [{"path": spec.path, "file": lora.file, "weight": spec.weight, "trigger": spec.trigger,
+                 "adapter": lora.adapter} for spec, lora in self._active]
+
+    def describe(self) -> dict:
+        return {"backend": "diffusers-flux", "model": self.model, "base": self.base, "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", ""), "offload": self.offload,
+                "max_batch": self.max_batch, "guidance_embeds": self.guidance_embeds,
+                "max_sequence_length": self.max_sequence_length, "true_cfg_scale": self.true_cfg_scale,
+                "loras": self._lora_record()}

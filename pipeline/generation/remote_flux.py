@@ -1,0 +1,141 @@
+"""Client for the seed's Flux HTTP service (`python -m pipeline.services.flux`, default http://localhost:8001).
+
+`POST /generate` renders one image per call and answers with the PNG's path on the service's disk, so client and
+service share a filesystem (the seed runs both on one machine). Errors carry the service's own message.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional, Sequence
+
+import requests
+
+from ..config import DEFAULT_FLUX_API_URL, LoraSpec
+from ..errors import GenerationFailed, Interrupted, InvalidParameter
+from .protocol import GenerationRequest, GenerationResult, StepCallback, StopCheck
+
+START_HINT = "start it with `python -m pipeline.services.flux --port 8001` (FLUX_API_URL says where it listens)"
+
+
+class RemoteFluxClient:
+    """Generator backed by the Flux service. LoRAs given here are sent with every request (the service loads
+    each file once and only re-weights afterwards)."""
+
+    def __init__(self, base_url: str = DEFAULT_FLUX_API_URL, timeout: float = 120, loras: Sequence = (),
+                 health_timeout: float = 10):
+        if not base_url or not base_url.startswith(("http://", "https://")):
+            raise InvalidParameter("FLUX_API_URL", f"must be an http(s) URL, got {base_url!r}")
+        if timeout <= 0:
+            raise InvalidParameter("timeout", f"must be > 0 seconds, got {timeout}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self.health_timeout = float(health_timeout)
+        self.loras = [lora if isinstance(lora, LoraSpec) else LoraSpec.from_dict(lora) for lora in loras]
+        self._http = requests.Session()
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> "RemoteFluxClient":
+        """FLUX_API_URL / FLUX_LORAS (pipeline.config.Settings) with keyword overrides (timeout, ...)."""
+        options = dict(base_url=settings.flux_api_url, loras=settings.flux_loras)
+        options.update(overrides)
+        return cls(**options)
+
+    def _call(self, method: str, path: str, timeout: float, **kwargs) -> dict:
+        url = f"{self.base_url}{path}"
+        try:
+            response = self._http.request(method, url, timeout=timeout, **kwargs)
+        except requests.Timeout:
+            raise GenerationFailed(f"Flux service at {self.base_url} did not answer {method} {path} within "
+                                   f"{timeout:g} s (raise the client timeout for slow cards)") from None
+        except requests.ConnectionError as exc:
+            raise GenerationFailed(f"Flux service at {self.base_url} is not reachable ({_reason(exc)}); "
+                                   f"{START_HINT}") from None
+        if response.status_code == 422:
+            field, message = _validation_error(response)
+            raise InvalidParameter(field, f"rejected by the Flux service at {self.base_url}: {message}")
+        if response.status_code >= 400:
+            raise GenerationFailed(f"Flux service at {self.base_url} answered {response.status_code} to "
+                                   f"{method} {path}: {_detail(response)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise GenerationFailed(f"Flux service at {self.base_url} answered {method} {path} with non-JSON: "
+                                   f"{response.text[:200]!r}") from None
+
+    def health(self) -> dict:
+        return self._call("GET", "/health", self.health_timeout)
+
+    def body(self, request: GenerationRequest) -> dict:
+        """The seed's /generate body for one request."""
+        return {"prompt": request.prompt, "width": request.width, "height": request.height,
+                "steps": request.steps, "guidance": request.guidance, "seed": request.seed,
+                "negativePrompt": request.negative, "sampler": request.sampler, "scheduler": request.scheduler,
+                "loras": [asdict(lora) for lora in self.loras]}
+
+    def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
+                 should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
+        """One HTTP call per request, in order. Progress is reported per image (all its steps at once);
+        should_stop is honoured between images."""
+        requests = [r.validate() for r in requests]
+        total, done, results = sum(r.steps for r in requests), 0, []
+        for request in requests:
+            if should_stop is not None and should_stop():
+                raise Interrupted(f"image generation stopped after {len(results)}/{len(requests)} images")
+            start = time.perf_counter()
+            answer = self._call("POST", "/generate", self.timeout, json=self.body(request))
+            image = self._read_png(answer.get("localPath"))
+            metadata = dict(answer.get("metadata") or {}, backend="remote-flux", service=self.base_url)
+            results.append(GenerationResult(image=image, seed=int(metadata.get("seed", request.seed)),
+                                            seconds=time.perf_counter() - start,
+                                            prompt=answer.get("revisedPrompt") or request.prompt,
+                                            metadata={**metadata, "localPath": answer.get("localPath")}))
+            done += request.steps
+            if on_step is not None:
+                on_step(done, total)
+        return results
+
+    def _read_png(self, local_path: Optional[str]):
+        from PIL import Image
+
+        from ..images import pil_to_tensor
+
+        if not local_path:
+            raise GenerationFailed(f"Flux service at {self.base_url} answered without a localPath")
+        path = Path(local_path)
+        if not path.is_file():
+            raise GenerationFailed(f"the Flux service saved {local_path}, which is not readable here: the client "
+                                   "and the service must share a filesystem (run them on one machine)")
+        with Image.open(path) as image:
+            return pil_to_tensor(image)
+
+    def describe(self) -> dict:
+        return {"backend": "remote-flux", "url": self.base_url, "timeout": self.timeout,
+                "loras": [asdict(lora) for lora in self.loras]}
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return "connection refused" if "refused" in text.lower() else text[:160]
+
+
+def _detail(response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    return str(detail)[:500]
+
+
+def _validation_error(response) -> tuple[str, str]:
+    """FastAPI 422 body: {"detail": [{"loc": ["body", field, ...], "msg": ...}]} -> (field, message)."""
+    try:
+        items = response.json().get("detail")
+    except ValueError:
+        items = None
+    if isinstance(items, list) and items and isinstance(items[0], dict):
+        loc = [str(part) for part in items[0].get("loc", []) if part != "body"]
+        messages = "; ".join(f"{'.'.join(str(p) for p in i.get('loc', [])[1:])}: {i.get('msg')}" for i in items)
+        return (loc[0] if loc else "request"), messages
+    return "request", _detail(response)

@@ -1,0 +1,17 @@
+"""The LLM part: an Ollama HTTP client (`client`), the prompt operations a search asks of it (`operations`:
+expand, refine, combine, critique, negative, as `PromptEngine`), and their templates and JSON schemas
+(`templates`).
+
+May import: pipeline.config, pipeline.errors. Nothing above it (no generation, scoring, beam, record, cli).
+
+    from pipeline.llm import OllamaClient, PromptEngine
+    engine = PromptEngine(OllamaClient("http://localhost:11434", "qwen2.5:7b-instruct"))
+"""
+from .. import lazy_exports
+
+_EXPORTS = {name: ".client" for name in (
+    "OllamaClient", "OllamaError", "OllamaUnreachable", "OllamaTimeout", "OllamaModelNotFound", "OllamaBadOutput",
+    "ChatStats", "ChatResponse")}
+_EXPORTS.update({name: ".operations" for name in ("PromptEngine", "OpResult", "DEFAULT_TEMPERATURES")})
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

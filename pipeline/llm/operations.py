@@ -1,0 +1,413 @@
+"""The prompt operations of the search: expand, refine, combine, critique, negative.
+
+Each operation is one structured Ollama call (JSON schema as `format`). A reply that cannot be used is retried
+once with the schema spelled out; if it is still unusable, a rule-based fallback produces the value and the
+result says so (`OpResult.fallback`). Connection and model errors are never papered over: they propagate as the
+typed errors of `llm.client`. System prompts and fallbacks live in `llm.templates`.
+"""
+from __future__ import annotations
+
+import numbers
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterable, Mapping, Optional, Sequence, TypeVar
+
+from ..errors import InvalidParameter
+from . import templates as tpl
+from .client import ChatStats, OllamaBadOutput, OllamaClient, extract_json, strip_thinking
+from .templates import severity  # noqa: F401  (part of this module's API)
+
+T = TypeVar("T")
+
+DEFAULT_TEMPERATURES = {"expand": 0.85, "refine": 0.7, "combine": 0.5, "critique": 0.4, "negative": 0.3}
+DEFAULT_NUM_PREDICT = {"refine": 400, "combine": 600, "critique": 400, "negative": 300}
+MAX_EXPAND = 32
+MAX_REFINE_VARIANTS = 16
+
+_PREFIX = re.compile(
+    r"^\s*(?:here(?:'s| is| are)\b[^:\n]{0,80}:|(?:the\s+)?(?:improved|refined|combined|new|final|negative)?\s*"
+    r"(?:what|how)?\s*(?:\((?:content|style)\))?\s*(?:prompt|text|description|version)?\s*"
+    r"(?:\((?:content|style)\))?\s*:(?!\S))", re.IGNORECASE)
+_TRAILING_NOTE = re.compile(r"\n\s*\n\s*\(?(?:note|explanation|changes|this (?:version|prompt))\b.*$",
+                            re.IGNORECASE | re.DOTALL)
+_UNUSABLE = re.compile(r"^\s*(?:i'?m sorry|i am sorry|sorry,|i apologi[sz]e|i can ?not|i can't|i'?m unable|"
+                       r"i am unable|as an ai|error\b|exception\b|traceback\b)", re.IGNORECASE)
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»"}
+
+
+@dataclass(frozen=True)
+class OpResult(Generic[T]):
+    value: T
+    fallback: bool = False              # a rule-based fallback produced the value (or, for lists, part of it)
+    stats: ChatStats = field(default_factory=ChatStats)
+    fallback_count: int = 0             # list values: how many items came from the fallback
+    problem: str = ""                   # why the model's output was not used, when it was not
+
+
+def clean_text(text: str) -> str:
+    """One prompt text from a model: no <think>, no fences, no "Here is the prompt:", no wrapping quotes."""
+    text, _ = strip_thinking(str(text or ""))
+    text = re.sub(r"^```[a-zA-Z]*\s*|\s*```$", "", text.strip())
+    text = _TRAILING_NOTE.sub("", text)
+    for _ in range(3):
+        stripped = _PREFIX.sub("", text, count=1).strip()
+        if len(stripped) >= 2 and stripped[0] in _QUOTES and stripped[-1] == _QUOTES[stripped[0]]:
+            stripped = stripped[1:-1].strip()
+        if stripped == text:
+            break
+        text = stripped
+    return " ".join(text.split())
+
+
+def distinct_key(text: str) -> str:
+    """Texts that differ only in case, punctuation or spacing are the same variant."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def usable(text: str) -> str:
+    """The cleaned text, or ValueError when it is empty or reads like a refusal or an error message."""
+    cleaned = clean_text(text)
+    if not cleaned:
+        raise ValueError("the text was empty")
+    if _UNUSABLE.match(cleaned):
+        raise ValueError(f"the text reads like a refusal or an error ({cleaned[:60]!r})")
+    return cleaned
+
+
+class PromptEngine:
+    """The LLM side of the search, over one OllamaClient. Safe to call from several threads at once.
+
+    temperature: one value for every operation, or None for the per-operation defaults (DEFAULT_TEMPERATURES).
+    seed: default Ollama seed for every call (a per-call seed wins); None leaves sampling unseeded.
+    allow_fallback: False turns twice-unusable output into OllamaBadOutput instead of a rule-based value.
+    low_vram: a hint to callers to unload the model once the LLM work of a phase is done.
+    """
+
+    def __init__(self, client: OllamaClient, temperature: Optional[float] = None, seed: Optional[int] = None,
+                 top_p: Optional[float] = None, top_k: Optional[int] = None, num_ctx: Optional[int] = None,
+                 num_predict: Optional[int] = None, allow_fallback: bool = True, low_vram: bool = False):
+        if temperature is not None and not 0.0 <= float(temperature) <= 2.0:
+            raise InvalidParameter("temperature", f"must be between 0 and 2, got {temperature}")
+        if top_p is not None and not 0.0 < float(top_p) <= 1.0:
+            raise InvalidParameter("top_p", f"must be in (0, 1], got {top_p}")
+        for name, value in (("top_k", top_k), ("num_ctx", num_ctx), ("num_predict", num_predict)):
+            if value is not None and int(value) < 1:
+                raise InvalidParameter(name, f"must be a positive integer, got {value}")
+        self.client = client
+        self.temperature = None if temperature is None else float(temperature)
+        self.seed = seed
+        self.top_p, self.top_k, self.num_ctx, self.num_predict = top_p, top_k, num_ctx, num_predict
+        self.allow_fallback = bool(allow_fallback)
+        self.low_vram = bool(low_vram)
+        self._stats = ChatStats()
+        self._lock = threading.Lock()
+
+    @property
+    def stats(self) -> ChatStats:
+        """Everything this engine has asked Ollama so far."""
+        with self._lock:
+            return self._stats
+
+    def describe(self) -> dict:
+        return {"provider": "ollama", "base_url": self.client.base_url, "model": self.client.model,
+                "temperature": self.temperature if self.temperature is not None else dict(DEFAULT_TEMPERATURES),
+                "seed": self.seed, "top_p": self.top_p, "top_k": self.top_k, "num_ctx": self.num_ctx,
+                "keep_alive": self.client.keep_alive, "low_vram": self.low_vram}
+
+    # -- operations ---------------------------------------------------------------------------------------------
+
+    def expand(self, prompt: str, dimension: str, n: int, seed: Optional[int] = None) -> OpResult[list]:
+        """n distinct WHAT or HOW variants of the user's prompt, asked for in one call."""
+        prompt, dimension = _text("prompt", prompt), _dimension(dimension)
+        n = _count("n", n, MAX_EXPAND)
+        return self._variants("expand", n, seed, lambda k, have: (tpl.expand_system(dimension, k),
+                                                                   tpl.expand_user(prompt, dimension, k, have)),
+                              exclude=(), fallbacks=lambda: tpl.fallback_variants(prompt, dimension, n + 40))
+
+    def refine(self, prompt: str, dimension: str, critique: Mapping | str, user_prompt: str,
+               history: Iterable[Mapping] = (), seed: Optional[int] = None) -> OpResult[str]:
+        """One improved half, following the critique and steering away from edits that lowered the score."""
+        prompt, dimension, user_prompt = _text("prompt", prompt), _dimension(dimension), _text("user_prompt",
+                                                                                                user_prompt)
+        critique, history = _critique_dict(critique), list(history)
+        messages = _messages(tpl.refine_system(dimension), tpl.refine_user(prompt, dimension, critique,
+                                                                          user_prompt, history))
+
+        def parse(data: Any) -> str:
+            text = usable(_single_text(data, "prompt"))
+            if distinct_key(text) == distinct_key(prompt):
+                raise ValueError("it repeated the current text unchanged")
+            return text
+        return self._single("refine", messages, tpl.PROMPT_SCHEMA, parse, seed,
+                            lambda: tpl.fallback_refinement(prompt, dimension, user_prompt, _index(seed)))
+
+    def refine_variants(self, prompt: str, dimension: str, critique: Mapping | str, user_prompt: str, n: int,
+                        history: Iterable[Mapping] = (), seed: Optional[int] = None) -> OpResult[list]:
+        """n distinct improved halves in one call, each a different way to answer the critique."""
+        prompt, dimension, user_prompt = _text("prompt", prompt), _dimension(dimension), _text("user_prompt",
+                                                                                                user_prompt)
+        n = _count("n", n, MAX_REFINE_VARIANTS)
+        critique, history = _critique_dict(critique), list(history)
+
+        def build(k: int, have: Sequence[str]) -> tuple[str, str]:
+            user = tpl.refine_user(prompt, dimension, critique, user_prompt, history, n=k)
+            if have:
+                user += "\nThese improved texts already exist; yours must differ clearly from them:\n" + \
+                        "\n".join(f"- {text}" for text in have)
+            return tpl.refine_system(dimension, k), user
+
+        return self._variants("refine", n, seed, build, exclude=(prompt,),
+                              fallbacks=lambda: tpl.fallback_refinements(prompt, dimension, user_prompt, _index(seed)))
+
+    def combine(self, what: str, how: str, descriptiveness: int = 2, style: str = "natural",
+                seed: Optional[int] = None) -> OpResult[str]:
+        """WHAT + HOW -> the prompt Flux renders; descriptiveness 1 (concise) to 3 (descriptive)."""
+        what, how = _text("what", what), _text("how", how)
+        descriptiveness, style = _descriptiveness(descriptiveness), _style(style)
+        messages = _messages(tpl.combine_system(descriptiveness, style), tpl.combine_user(what, how))
+        return self._single("combine", messages, tpl.PROMPT_SCHEMA,
+                            lambda data: usable(_single_text(data, "prompt")), seed,
+                            lambda: self.combine_template(what, how, style))
+
+    @staticmethod
+    def combine_template(what: str, how: str, style: str = "natural") -> str:
+        """Deterministic combine without the LLM: "WHAT. HOW." (natural) or merged comma phrases (booru)."""
+        what, how, style = _text("what", what), _text("how", how), _style(style)
+        if style == "booru":
+            phrases, seen = [], set()
+            for part in re.split(r"[.,;\n]+", f"{what}, {how}"):
+                phrase = " ".join(part.split()).lower()
+                if phrase and phrase not in seen:
+                    seen.add(phrase)
+                    phrases.append(phrase)
+            return ", ".join(phrases)
+        return " ".join(_sentence(part) for part in (what, how))
+
+    def critique(self, user_prompt: str, what: str, how: str, prompt: str, scores: Mapping, dimension: str,
+                 caption: Optional[str] = None, seed: Optional[int] = None) -> OpResult[dict]:
+        """{critique, recommendation, reason} for the next edit of `dimension`, sized by the scores."""
+        user_prompt, dimension = _text("user_prompt", user_prompt), _dimension(dimension)
+        what, how, prompt = str(what or ""), str(how or ""), str(prompt or "")
+        scores = _scores(scores, dimension)
+        level, why = tpl.severity(dimension, scores)
+        messages = _messages(tpl.critique_system(dimension),
+                             tpl.critique_user(user_prompt, what, how, prompt, scores, dimension, level, why, caption))
+
+        def parse(data: Any) -> dict:
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            out = {key: clean_text(str(data.get(key) or "")) for key in ("critique", "recommendation", "reason")}
+            for key in ("critique", "recommendation"):
+                if not out[key]:
+                    raise ValueError(f"'{key}' was missing or empty")
+            return out
+        return self._single("critique", messages, tpl.CRITIQUE_SCHEMA, parse, seed,
+                            lambda: tpl.fallback_critique(user_prompt, what, how, scores, dimension, caption))
+
+    def negative(self, prompt: str, seed: Optional[int] = None) -> OpResult[str]:
+        """A comma-separated negative prompt that never negates what the prompt asks for."""
+        prompt = _text("prompt", prompt)
+        messages = _messages(tpl.NEGATIVE_SYSTEM, tpl.negative_user(prompt))
+
+        def parse(data: Any) -> str:
+            terms = data.get("terms") if isinstance(data, dict) else data
+            if isinstance(terms, str):
+                terms = terms.split(",")
+            if not isinstance(terms, list):
+                raise ValueError("'terms' was not a list")
+            kept = _negative_terms(terms, prompt)
+            if len(kept) < 3:
+                raise ValueError(f"only {len(kept)} usable terms")
+            return ", ".join(kept)
+        return self._single("negative", messages, tpl.NEGATIVE_SCHEMA, parse, seed,
+                            lambda: ", ".join(_negative_terms(tpl.FALLBACK_NEGATIVE, prompt)))
+
+    # -- machinery ----------------------------------------------------------------------------------------------
+
+    def _options(self, op: str, seed: Optional[int], num_predict: Optional[int]) -> dict:
+        seed = self.seed if seed is None else seed
+        return {"temperature": self.temperature if self.temperature is not None else DEFAULT_TEMPERATURES[op],
+                "top_p": self.top_p, "top_k": self.top_k, "num_ctx": self.num_ctx, "seed": seed,
+                "num_predict": num_predict}
+
+    def _ask(self, op: str, messages: list, schema: dict, parse: Callable[[Any], T], seed: Optional[int],
+             num_predict: Optional[int] = None, attempts: int = 2) -> tuple[Optional[T], ChatStats, str]:
+        """Call, parse, and on an unusable reply ask once more with the problem and the schema spelled out."""
+        stats, problem = ChatStats(), ""
+        num_predict = self.num_predict or num_predict or DEFAULT_NUM_PREDICT.get(op)
+        for attempt in range(1, attempts + 1):
+            reply = self.client.chat(messages, format=schema, options=self._options(op, seed, num_predict))
+            stats += reply.stats
+            with self._lock:
+                self._stats += reply.stats
+            try:
+                return parse(extract_json(reply.text)), stats, ""
+            except ValueError as exc:
+                problem = str(exc)
+                if reply.done_reason == "length":
+                    problem += " (the answer hit the num_predict token limit)"
+                    num_predict = 2 * (num_predict or 400)
+            if attempt < attempts:
+                messages = messages + [{"role": "assistant", "content": reply.text[:2000]},
+                                       {"role": "user", "content": tpl.retry_user(problem, schema)}]
+        return None, stats, problem
+
+    def _single(self, op: str, messages: list, schema: dict, parse: Callable[[Any], T], seed: Optional[int],
+                fallback: Callable[[], T]) -> OpResult[T]:
+        value, stats, problem = self._ask(op, messages, schema, parse, seed)
+        if value is not None:
+            return OpResult(value, stats=stats)
+        self._refuse_fallback(op, problem)
+        return OpResult(fallback(), fallback=True, stats=stats, problem=problem)
+
+    def _variants(self, op: str, n: int, seed: Optional[int], build: Callable[[int, Sequence[str]], tuple],
+                  exclude: Sequence[str], fallbacks: Callable[[], list]) -> OpResult[list]:
+        seen = {distinct_key(text) for text in exclude}
+        found: list[str] = []
+
+        def take(texts: Iterable[str]) -> None:
+            for text in texts:
+                key = distinct_key(text)
+                if len(found) < n and key not in seen:
+                    seen.add(key)
+                    found.append(text)
+
+        system, user = build(n, [])
+        texts, stats, problem = self._ask(op, _messages(system, user), tpl.variants_schema(n), _parse_variants,
+                                          seed, num_predict=200 + 220 * n)
+        take(texts or [])
+        if texts is not None and len(found) < n:
+            # Too few distinct ones: ask once for just the missing ones, showing what we already have.
+            missing = n - len(found)
+            system, user = build(missing, found)
+            more, more_stats, more_problem = self._ask(op, _messages(system, user), tpl.variants_schema(missing),
+                                                       _parse_variants, None if seed is None else seed + 1,
+                                                       num_predict=200 + 220 * missing, attempts=1)
+            stats += more_stats
+            take(more or [])
+            if len(found) < n:
+                problem = more_problem or f"the model gave {len(found)} distinct variants of {n}"
+        filled = n - len(found)
+        if filled:
+            self._refuse_fallback(op, problem)
+            take(fallbacks())
+        return OpResult(found, fallback=filled > 0, stats=stats, fallback_count=filled, problem=problem)
+
+    def _refuse_fallback(self, op: str, problem: str) -> None:
+        if not self.allow_fallback:
+            raise OllamaBadOutput(
+                f"Ollama model '{self.client.model}' gave unusable output for {op} twice ({problem}). Try a larger "
+                f"instruction-tuned model such as qwen2.5:7b-instruct, or a lower temperature.",
+                url=self.client.base_url)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------
+
+def _messages(system: str, user: str) -> list:
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def _parse_variants(data: Any) -> list[str]:
+    items = data.get("variants") if isinstance(data, dict) else data
+    if isinstance(data, dict) and items is None:
+        lists = [v for v in data.values() if isinstance(v, list)]
+        items = lists[0] if len(lists) == 1 else None
+    if not isinstance(items, list):
+        raise ValueError("'variants' was not a list of strings")
+    texts = []
+    for item in items:
+        try:
+            texts.append(usable(_single_text(item, "prompt") if isinstance(item, dict) else str(item)))
+        except ValueError:
+            continue
+    if not texts:
+        raise ValueError("no usable variant in the list")
+    return texts
+
+
+def _single_text(data: Any, key: str) -> str:
+    if isinstance(data, str):
+        return data
+    if isinstance(data, dict):
+        if isinstance(data.get(key), str):
+            return data[key]
+        strings = [v for v in data.values() if isinstance(v, str)]
+        if len(strings) == 1:
+            return strings[0]
+    raise ValueError(f"expected a JSON object with a '{key}' string")
+
+
+def _negative_terms(terms: Iterable[Any], prompt: str) -> list[str]:
+    """Clean terms; drop "no X" wording, duplicates, and anything the prompt itself asks for."""
+    wanted = set(tpl.content_words(prompt))
+    kept, seen = [], set()
+    for term in terms:
+        term = re.sub(r"^(?:no|without|avoid)\s+", "", clean_text(str(term)).strip(" .,;").lower())
+        words = tpl.content_words(term)
+        if not term or len(term) > 60 or not words or all(w in wanted for w in words) or term in seen:
+            continue
+        seen.add(term)
+        kept.append(term)
+    return kept[:25]
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidParameter(name, "must be a non-empty text")
+    return value.strip()
+
+
+def _dimension(value: Any) -> str:
+    dimension = str(value).strip().lower()
+    if dimension not in tpl.DIMENSIONS:
+        raise InvalidParameter("dimension", f"must be 'what' or 'how', got {value!r}")
+    return dimension
+
+
+def _style(value: Any) -> str:
+    style = str(value).strip().lower()
+    if style not in tpl.STYLES:
+        raise InvalidParameter("style", f"must be 'natural' or 'booru', got {value!r}")
+    return style
+
+
+def _count(name: str, value: Any, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidParameter(name, f"must be a whole number from 1 to {maximum}, got {value!r}")
+    return value
+
+
+def _descriptiveness(value: Any) -> int:
+    if isinstance(value, bool) or value not in (1, 2, 3):
+        raise InvalidParameter("descriptiveness", f"must be 1 (concise), 2 (balanced) or 3 (descriptive), "
+                                                  f"got {value!r}")
+    return int(value)
+
+
+def _critique_dict(critique: Mapping | str) -> dict:
+    if isinstance(critique, str):
+        return {"critique": critique.strip(), "recommendation": "", "reason": ""}
+    if not isinstance(critique, Mapping):
+        raise InvalidParameter("critique", "must be a {critique, recommendation, reason} object or a text")
+    return {key: str(critique.get(key) or "") for key in ("critique", "recommendation", "reason")}
+
+
+def _scores(scores: Any, dimension: str) -> dict:
+    if not isinstance(scores, Mapping):
+        raise InvalidParameter("scores", "must be an object such as {\"alignment\": 27.5, \"aesthetic\": 6.1}")
+    name, _, _, scale = tpl.SEVERITY_BANDS[dimension]
+    value = scores.get(name)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameter("scores", f"needs a numeric '{name}' (0-{scale[1:]}) to critique "
+                                         f"{dimension.upper()}, got {dict(scores)}")
+    return dict(scores)
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text if text[-1:] in ".!?" else text + "."
+
+
+def _index(seed: Optional[int]) -> int:
+    return 0 if seed is None else int(seed) % 4

@@ -1,0 +1,14 @@
+"""The scoring part: CLIP alignment and an aesthetic head from one image pass (`scorer`), open_clip loading
+(`clip`), the aesthetic heads (`aesthetic`) and where those models come from (`sources`).
+
+May import: pipeline.config, pipeline.errors, pipeline.images, pipeline.sources.
+
+    from pipeline.scoring import load_scorer
+    scores = load_scorer("ViT-L-14/openai").score(images, "a lighthouse at dusk")
+"""
+from .. import lazy_exports
+
+_EXPORTS = {name: ".scorer" for name in (
+    "Scorer", "ImageScore", "load_scorer", "total_score", "describe_score", "DEFAULT_ALPHA")}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)
