@@ -2,6 +2,7 @@
 
 Layout (docs/report-schema.md documents every field):
     <root>/<run_id>/report.json
+    <root>/<run_id>/report.html                   the same record as a page (pipeline/report_page.py)
     <root>/<run_id>/i{iteration}c{index}.png      one per rendered candidate, text metadata inside
     <root>/<run_id>/control_{j}.png               images of the equal-budget control arm, when enabled
 
@@ -11,6 +12,7 @@ loses at most the candidate in flight, and `BeamSearch.resume` can continue from
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -28,6 +30,9 @@ from .beam_types import Candidate
 from .errors import InvalidParameter, PromptBeamError
 from .images import pil_to_tensor
 from .pnginfo import PARAMETERS_KEY, a1111_parameters, candidate_text, load_png_pixels, rewrite_png_text, save_png
+from .report_page import write_page
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 REPORT_NAME = "report.json"
@@ -211,6 +216,15 @@ class RunRecord:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        self._write_page()
+
+    def _write_page(self) -> None:
+        """report.html follows every save. It is derived from report.json, so a failure to write it is logged
+        and never ends the search (the viewer rebuilds a missing or stale page from report.json)."""
+        try:
+            write_page(self.run_dir, self.report)
+        except Exception:
+            log.warning("could not write %s/report.html", self.run_dir, exc_info=True)
 
     def _png_text(self, candidate: Candidate, best_size: Optional[tuple[int, int]] = None) -> dict:
         """A candidate's PNG text; given the image's (width, height), also the winner's A1111 `parameters`."""
