@@ -1,6 +1,6 @@
-"""`python -m pipeline search | doctor | queue`: argument parsing, exit codes and error reporting.
+"""`python -m pipeline search | doctor | queue | view`: argument parsing, exit codes and error reporting.
 
-Each subcommand lives in its own module (cli_search, cli_doctor, cli_queue) and declares its flags there;
+Each subcommand lives in its own module (cli_search, cli_doctor, cli_queue, cli_view) and declares its flags there;
 this module only dispatches and turns exceptions into exit codes:
 
     0    success
@@ -34,7 +34,7 @@ def error(message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_doctor, cli_queue, cli_search
+    from . import cli_doctor, cli_queue, cli_search, cli_view
 
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true",
                         help="show full tracebacks and debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (cli_search, cli_doctor, cli_queue):
+    for module in (cli_search, cli_doctor, cli_queue, cli_view):
         sub = module.add_parser(commands, parents=[common])
         sub.set_defaults(handler=module.run, flag_names=_flag_names(sub))
     return parser

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,12 +30,13 @@ from .errors import InvalidParameter, PromptBeamError
 from .images import pil_to_tensor
 from .pnginfo import PARAMETERS_KEY, a1111_parameters, candidate_text, load_png_pixels, rewrite_png_text, save_png
 from .report_page import write_page
+from .run_index import RUN_ID
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 REPORT_NAME = "report.json"
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_RUN_ID = RUN_ID       # one rule for run folder names, shared with the run list and the ComfyUI routes
 PathLike = Union[str, os.PathLike]
 
 
