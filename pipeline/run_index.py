@@ -55,9 +55,10 @@ def list_runs(root) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = []
+    runs, real_root = [], root.resolve()
     for path in root.iterdir():
-        if RUN_ID.fullmatch(path.name) and is_run_dir(path):
+        # A symlink to a folder elsewhere is not one of these runs (and the ComfyUI routes would not serve it).
+        if RUN_ID.fullmatch(path.name) and is_run_dir(path) and path.resolve().parent == real_root:
             summary = summarize(path)
             summary["_mtime"] = (path / REPORT_NAME).stat().st_mtime
             runs.append(summary)
@@ -73,11 +74,11 @@ def newest_run(root) -> Optional[Path]:
     return Path(root) / runs[0]["run_id"] if runs else None
 
 
-def runs_page(runs: list[dict], title: str = "Prompt Beam runs") -> str:
-    """The list of runs as HTML; each entry links to `<run_id>/` relative to the list's own folder URL."""
+def runs_page(runs: list[dict], link_prefix: str = "", title: str = "Prompt Beam runs") -> str:
+    """The list of runs as HTML; each entry links to `<link_prefix><run_id>/` (relative to the list's URL)."""
     rows = []
     for run in runs:
-        link = quote(run["run_id"]) + "/"
+        link = link_prefix + quote(run["run_id"]) + "/"
         picture = (f'<img class="thumb" src="{escape(link + quote(run["best_image"]))}" alt="best image">'
                    if run["best_image"] else '<div class="noimg">no image</div>')
         total = "–" if run["best_total"] is None else f'{run["best_total"]:.1f}'
