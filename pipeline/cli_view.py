@@ -12,7 +12,6 @@ import sys
 import webbrowser
 from pathlib import Path
 
-from .cli import EXIT_OK
 from .errors import InvalidParameter, PromptBeamError
 from .report_page import ensure_page
 from .run_index import REPORT_NAME, is_run_dir, newest_run
@@ -63,4 +62,4 @@ def run(args: argparse.Namespace) -> int:
     print(page, flush=True)
     if not args.print_only and not webbrowser.open(page.as_uri()):
         print(f"no web browser found; open {page.as_uri()} yourself", file=sys.stderr, flush=True)
-    return EXIT_OK
+    return 0
