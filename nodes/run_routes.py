@@ -21,7 +21,7 @@ import folder_paths
 
 from ..pipeline.report_page import PAGE_NAME, ensure_page
 from ..pipeline.run_index import RUN_ID, is_run_dir, list_runs, runs_page
-from .search_node import RUNS_SUBFOLDER
+from .search_node import RUNS_SUBFOLDER, VIEWER_ROUTE
 
 try:
     from server import PromptServer
@@ -29,7 +29,7 @@ except ImportError:        # not running inside ComfyUI: there is no server to a
     PromptServer = None
 
 log = logging.getLogger(__name__)
-RUNS_ROUTE = "/promptbeam/runs"
+RUNS_ROUTE = VIEWER_ROUTE
 RUN_ROUTE = RUNS_ROUTE + "/{run_id}"
 RUN_PAGE_ROUTE = RUN_ROUTE + "/"
 RUN_FILE_ROUTE = RUN_ROUTE + "/{name}"
