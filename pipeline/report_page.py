@@ -81,6 +81,7 @@ def build_page(report: dict) -> str:
     return ("<!DOCTYPE html>\n"
             f'<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<link rel="icon" href="data:,">'   # no favicon request to whatever server shows the page
             # No network: images from this folder (or the server that serves it) only, inline style and script.
             f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src \'self\' file: '
             f'data:; style-src \'unsafe-inline\'; script-src \'unsafe-inline\'; base-uri \'none\'; '
@@ -159,7 +160,7 @@ def _header(report: dict, status: str) -> str:
 
 def _summary(report: dict, rounds: list[dict], by_id: dict, winner: Optional[str]) -> str:
     best = by_id.get(winner)
-    parts = ['<div class="summary">']
+    parts = ['<div class="summary"><div class="column">']
     if best is not None:
         scores = best.get("scores") or {}
         image = (f'<a href="#view-{escape(best["id"])}"><img class="best-image" src="{_src(best["image"])}" '
@@ -180,7 +181,7 @@ def _summary(report: dict, rounds: list[dict], by_id: dict, winner: Optional[str
                       "mean": sum(totals) / len(totals) if totals else None})
     control = report.get("control") or {}
     control_best = control.get("best_total") if control.get("status") == "done" else None
-    parts.append(f'<div class="panel plot">{score_plot(stats, control_best)}<div class="legend">'
+    plot = (f'<div class="panel plot">{score_plot(stats, control_best)}<div class="legend">'
                  f'<span><i style="background:var(--accent)"></i>best total</span>'
                  f'<span><i style="background:var(--what)"></i>mean of the round</span>'
                  + ('<span><i style="background:var(--how)"></i>control arm best (seeds only, same budget)</span>'
@@ -195,7 +196,7 @@ def _summary(report: dict, rounds: list[dict], by_id: dict, winner: Optional[str
                  f'<div class="legend"><span><i style="background:var(--accent)"></i>winner\'s lineage'
                  f'{": " + steps if steps else ""}</span><span><i style="background:var(--good)"></i>survivor</span>'
                  f'<span><i style="background:var(--bad)"></i>failed</span></div></div>')
-    parts.append("</div>")
+    parts.append(f"</div>{plot}</div>")
     return "".join(parts)
 
 

@@ -28,7 +28,9 @@ h2 { font-size:15px; margin:28px 0 10px; color:var(--dim); font-weight:600; text
 .chip.how { background:rgba(213,140,255,.18); color:var(--how); }
 .summary { display:flex; flex-wrap:wrap; gap:20px; align-items:flex-start; margin-top:16px; }
 .panel { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:12px 14px; }
-.best { display:flex; gap:14px; max-width:640px; }
+.summary .column { display:flex; flex-direction:column; gap:20px; flex:0 1 640px; min-width:320px; }
+.best { display:flex; gap:14px; }
+.tree { overflow-x:auto; }
 .best img { width:160px; height:160px; object-fit:cover; border-radius:6px; flex:none; }
 .plot svg, .tree svg { display:block; }
 svg text { fill:var(--dim); font:11px system-ui,sans-serif; }

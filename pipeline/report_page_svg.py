@@ -51,8 +51,8 @@ def score_plot(rounds: Sequence[dict], control_best: Optional[float]) -> str:
         parts.append(f'<line class="series-control" x1="{left}" x2="{left + plot_w}" y1="{cy}" y2="{cy}"/>'
                      f'<circle class="control-point" cx="{_num(x(count - 1))}" cy="{cy}" r="4">'
                      f'<title>control arm best {control_best:.2f}</title></circle>'
-                     f'<text x="{left + plot_w + 8}" y="{_num(y(control_best) + 4)}">control {control_best:.1f}'
-                     f'</text>')
+                     # labelled at the left end: the right end is where the best series ends, often close by
+                     f'<text x="{left + 6}" y="{_num(y(control_best) - 5)}">control {control_best:.1f}</text>')
     for key, label in (("mean", "mean"), ("best", "best")):
         points = [(x(p), y(r[key]), r) for p, r in enumerate(rounds) if r[key] is not None]
         if not points:

@@ -95,6 +95,7 @@ def runs_page(runs: list[dict], link_prefix: str = "", title: str = "Prompt Beam
             '<p class="sub">No runs yet: a Prompt Beam Search writes one folder per run here.</p>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<link rel=\"icon\" href=\"data:,\">"
             f"<title>{escape(title)}</title><style>{STYLE}"
             ".runs { display:grid; grid-template-columns:repeat(auto-fill, minmax(220px, 1fr)); gap:14px; }"
             ".runs p { margin:6px 0; }</style></head>\n"
