@@ -259,7 +259,7 @@ def _card(c: dict, parent: Optional[dict], survivor: bool, lineage: list, winner
         picture = f'<img class="thumb" src="{_src(c["image"])}" alt="{escape(cid)}">'
     else:
         picture = f'<div class="noimg">{"waiting to render" if status == "pending" else "no image"}</div>'
-    marks = [f'<span class="chip {escape(status)}">{escape(status)}</span>']
+    marks = [] if status == "ok" else [f'<span class="chip {escape(status)}">{escape(status)}</span>']
     if c.get("dimension"):
         marks.append(f'<span class="chip {escape(c["dimension"])}">{escape(str(c["dimension"]).upper())} changed'
                      f'</span>')
