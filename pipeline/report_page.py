@@ -289,8 +289,9 @@ def _card(c: dict, parent: Optional[dict], survivor: bool, lineage: list, winner
 def _overlay(c: dict, parent: Optional[dict]) -> str:
     cid = escape(c["id"])
     scores = c.get("scores") or {}
-    image = (f'<a href="{_src(c["image"])}"><img class="full" loading="lazy" src="{_src(c["image"])}" '
-             f'alt="{cid}"></a>' if c.get("image") else '<div class="noimg" style="width:360px">no image</div>')
+    image = (f'<a class="picture" href="{_src(c["image"])}"><img class="full" loading="lazy" '
+             f'src="{_src(c["image"])}" alt="{cid}"></a>' if c.get("image")
+             else '<div class="picture noimg">no image</div>')
     rows = [("scores", f'total {_fmt(scores.get("total"), 2)} · alignment {_fmt(scores.get("alignment"), 2)} · '
                        f'aesthetic {_fmt(scores.get("aesthetic"), 3)}'),
             ("seed", escape(str(c.get("seed")))), ("status", escape(str(c.get("status"))))]
@@ -317,7 +318,7 @@ def _overlay(c: dict, parent: Optional[dict]) -> str:
         sections.append(f'<h3>Error ({escape(str(c.get("failed_stage")))})</h3><pre class="error">'
                         f'{escape(str(c["error"]))}</pre>')
     return (f'<div class="overlay" id="view-{cid}" role="dialog" aria-label="{cid}"><a class="close" href="#" '
-            f'title="close">×</a><div class="inner">{image}<div class="details"><h2>{cid}</h2><table>{table}'
+            f'title="close">×</a><div class="inner">{image}<div class="details"><h2 class="id">{cid}</h2><table>{table}'
             f'</table>{"".join(sections)}</div></div></div>')
 
 

@@ -86,10 +86,13 @@ th { color:var(--dim); font-weight:500; }
 .control-strip figure { margin:0; width:110px; font-size:12px; color:var(--dim); }
 .control-strip img { width:110px; height:110px; object-fit:cover; border-radius:4px; display:block; }
 .control-strip figure.top img { outline:2px solid var(--how); }
-.overlay { position:fixed; inset:0; background:rgba(5,7,10,.92); z-index:10; overflow:auto; padding:24px; }
+.overlay { position:fixed; inset:0; background:rgba(10,12,15,.985); z-index:10; overflow:auto; padding:24px; }
 .overlay:not(:target) { display:none; }
 .overlay .inner { display:flex; gap:24px; flex-wrap:wrap; max-width:1500px; margin:0 auto; }
-.overlay .full { max-width:min(100%, 900px); max-height:calc(100vh - 48px); object-fit:contain; border-radius:6px; }
+.overlay .picture { flex:1 1 480px; max-width:900px; }
+.overlay .full { display:block; width:100%; max-height:calc(100vh - 48px); object-fit:contain; border-radius:6px; }
+.overlay .half { display:block; -webkit-line-clamp:unset; overflow:visible; }
+.overlay h2.id { text-transform:none; color:var(--text); font-size:18px; margin:0 0 8px; }
 .overlay .details { flex:1 1 360px; min-width:300px; }
 .overlay pre { white-space:pre-wrap; word-break:break-word; font:13px/1.5 ui-monospace,Menlo,monospace;
   background:var(--panel); border:1px solid var(--line); border-radius:6px; padding:10px; margin:4px 0 10px; }
