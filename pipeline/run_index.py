@@ -79,7 +79,9 @@ def runs_page(runs: list[dict], link_prefix: str = "", title: str = "Prompt Beam
     rows = []
     for run in runs:
         link = link_prefix + quote(run["run_id"]) + "/"
-        picture = (f'<img class="thumb" src="{escape(link + quote(run["best_image"]))}" alt="best image">'
+        # The best images are full-size PNGs: only those scrolled into view are fetched.
+        picture = (f'<img class="thumb" loading="lazy" src="{escape(link + quote(run["best_image"]))}" '
+                   f'alt="best image">'
                    if run["best_image"] else '<div class="noimg">no image</div>')
         total = "–" if run["best_total"] is None else f'{run["best_total"]:.1f}'
         status = escape(str(run["status"] or "unknown"))
