@@ -3,7 +3,7 @@
 This is the only package that imports ComfyUI modules (comfy.*, folder_paths, server).
 """
 from . import llm_nodes, scoring_nodes, generation_nodes, search_node
-from . import routes  # noqa: F401  (adds the editor's HTTP routes when ComfyUI's server is running)
+from . import routes, run_routes  # noqa: F401  (add the HTTP routes when ComfyUI's server is running)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}

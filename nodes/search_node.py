@@ -28,6 +28,8 @@ CATEGORY = "Prompt Beam/search"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 RUNS_SUBFOLDER = "promptbeam"
 CANDIDATE_EVENT = "promptbeam.candidate"
+RUN_EVENT = "promptbeam.run"             # {node, run_id, url}: the editor shows an "open run viewer" button
+VIEWER_ROUTE = "/promptbeam/runs"        # nodes/run_routes.py serves output/promptbeam/ here
 DEFAULT_PREVIEW_SIZE = 512
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _IMAGE_SETTINGS = ("width", "height", "steps", "guidance", "sampler", "scheduler")
@@ -60,6 +62,11 @@ def run_id_for(run_name: str):
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}" if name else None
 
 
+def automatic_run_id() -> str:
+    """The id RunRecord would pick (`YYYYmmdd-HHMMSS-<hex>`), chosen here so the editor can be told it up front."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
 def _raise_interrupted():
     """End the node the way ComfyUI expects an interrupted node to end (and consume its interrupt flag)."""
     comfy.model_management.throw_exception_if_processing_interrupted()
@@ -69,8 +76,10 @@ def _raise_interrupted():
 class _ComfyProgress:
     """Search callbacks -> ComfyUI: ProgressBar over all images, previews, progress text, interrupt flag."""
 
-    def __init__(self, node_id, images_total: int):
+    def __init__(self, node_id, images_total: int, run_id: str = None):
         self.node_id = node_id
+        self.run_id = run_id
+        self._run_announced = False
         self.bar = comfy.utils.ProgressBar(images_total, node_id=node_id)
         self.server = PromptServer.instance
         self.interrupted = False
@@ -92,7 +101,18 @@ class _ComfyProgress:
             self.server.send_sync(CANDIDATE_EVENT, {"node": self.node_id, "candidate": candidate.to_dict()},
                                   getattr(self.server, "client_id", None))
 
+    def announce_run(self) -> None:
+        """Tell the editor where the run's page is. Sent with the first progress event: the run directory and
+        its report.html exist by then."""
+        if self._run_announced or self.run_id is None or self.server is None:
+            return
+        self._run_announced = True
+        self.server.send_sync(RUN_EVENT, {"node": self.node_id, "run_id": self.run_id,
+                                          "url": f"{VIEWER_ROUTE}/{self.run_id}/"},
+                              getattr(self.server, "client_id", None))
+
     def on_progress(self, event) -> None:
+        self.announce_run()
         text = event.text()
         candidate, self._last_candidate = self._last_candidate, None
         if candidate is not None:
@@ -199,12 +219,13 @@ class PromptBeamSearch:
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidParameter("prompt", "is empty: describe the image you want")
 
-        progress = _ComfyProgress(unique_id, config.planned_images)
+        run_id = run_id_for(run_name) or automatic_run_id()
+        progress = _ComfyProgress(unique_id, config.planned_images, run_id)
         callbacks = SearchCallbacks(on_progress=progress.on_progress, on_candidate=progress.on_candidate,
                                     should_stop=progress.should_stop)
         out_root = os.path.join(folder_paths.get_output_directory(), RUNS_SUBFOLDER)
         try:
-            result = BeamSearch(llm, generator, scorer, config, callbacks).run(prompt, out_root, run_id_for(run_name))
+            result = BeamSearch(llm, generator, scorer, config, callbacks).run(prompt, out_root, run_id)
         except Interrupted as exc:
             log.info("Prompt Beam: %s", exc)
             _raise_interrupted()

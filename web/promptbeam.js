@@ -1,4 +1,4 @@
-// Prompt Beam editor extension: a model picker on the PromptBeamOllama node.
+// Prompt Beam editor extension: a model picker on the PromptBeamOllama node, and the run viewer links.
 //
 // The node's `model` input stays a plain STRING, so a workflow queued through the API never fails validation
 // because this server's Ollama has other models. The picker only helps fill the text in: it asks the pack's route
@@ -104,5 +104,62 @@ app.registerExtension({
     if (node.comfyClass !== NODE_TYPE) return;
     // Title buttons are drawn in the PrimeIcons font; \ue967 is pi-list. Older frontends have no title buttons.
     node.addTitleButton?.({ name: TITLE_BUTTON, text: "\ue967", fontSize: 16, xOffset: -10, yOffset: 0 });
+  },
+});
+
+// ---- Run viewer ----------------------------------------------------------------------------------------------------
+// The Prompt Beam Search node tells this client where its run's page is (event "promptbeam.run", sent once the run
+// directory exists); the node then shows an "open run viewer" button. The list of all runs is in the editor's menu
+// (Extensions › Prompt Beam) and the node's right-click menu. The pages are served by the pack's routes
+// (nodes/run_routes.py) and opened in a new tab.
+const SEARCH_NODE_TYPE = "PromptBeamSearch";
+const RUN_EVENT = "promptbeam.run";
+const RUNS_ROUTE = "/promptbeam/runs";
+const VIEWER_BUTTON = "open run viewer";
+
+function openPage(route) {
+  window.open(api.apiURL(route), "_blank", "noopener");
+}
+
+function showRunButton(node, run) {
+  node.promptbeamRun = run;
+  let button = node.widgets?.find((w) => w.promptbeamViewer);
+  if (!button) {
+    button = node.addWidget("button", VIEWER_BUTTON, null, () => openPage(node.promptbeamRun.url));
+    button.promptbeamViewer = true;
+    // A runtime-only control: never part of the saved workflow or the queued prompt.
+    button.serialize = false;
+    button.options = { ...(button.options || {}), serialize: false };
+    node.setSize?.([node.size[0], node.computeSize()[1]]);
+  }
+  button.label = `${VIEWER_BUTTON}: ${run.run_id}`;
+  node.setDirtyCanvas(true, true);
+}
+
+app.registerExtension({
+  name: "promptbeam.runViewer",
+  commands: [
+    { id: "promptbeam.openRuns", label: "Prompt Beam runs", icon: "pi pi-images", function: () => openPage(RUNS_ROUTE) },
+  ],
+  menuCommands: [{ path: ["Extensions", "Prompt Beam"], commands: ["promptbeam.openRuns"] }],
+  setup() {
+    api.addEventListener(RUN_EVENT, ({ detail }) => {
+      const node = app.graph?.getNodeById(detail?.node);
+      if (node && node.comfyClass === SEARCH_NODE_TYPE && detail.url) showRunButton(node, detail);
+    });
+  },
+  beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name !== SEARCH_NODE_TYPE) return;
+    const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;
+    nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
+      const result = getExtraMenuOptions?.apply(this, arguments);
+      const entries = [{ content: "Prompt Beam runs", callback: () => openPage(RUNS_ROUTE) }];
+      if (this.promptbeamRun) {
+        entries.unshift({ content: `${VIEWER_BUTTON} (${escapeHtml(this.promptbeamRun.run_id)})`,
+                          callback: () => openPage(this.promptbeamRun.url) });
+      }
+      options.unshift(...entries, null);
+      return result;
+    };
   },
 });

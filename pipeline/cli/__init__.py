@@ -1,4 +1,5 @@
-"""`python -m pipeline search | queue | doctor`: one module per subcommand (`search`, `queue`, `doctor`), each
+"""`python -m pipeline search | queue | doctor | view`: one module per subcommand (`search`, `queue`, `doctor`,
+`view`), each
 declaring its flags and its `run(args)`; `main` parses and dispatches (`main.main(argv)`); `exit_codes` are
 the codes they return; `checks` turn a flag into a validated value before any model loads (asking each part's
 own `sources`).

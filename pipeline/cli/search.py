@@ -371,6 +371,7 @@ def print_summary(result) -> None:
     if best.image:
         print(f"image:         {Path(result.run_dir) / best.image}")
     print(f"prompt:        {best.prompt}")
+    print(f"report page:   {Path(result.run_dir) / 'report.html'}")
     control = result.control or {}
     if control.get("status") == "done" and control.get("delta_total") is not None:
         print(f"control arm:   best total {control['best_total']:.2f} from seeds only with the same image budget "

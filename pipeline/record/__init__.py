@@ -1,5 +1,7 @@
 """The record part: a run directory with report.json written candidate by candidate (`report`), one report
-entry per candidate (`candidate`), and the PNG text chunks every image carries (`pnginfo`).
+entry per candidate (`candidate`), the PNG text chunks every image carries (`pnginfo`), the self-contained
+report.html rewritten with it (`page`, drawing with `page_svg`, styled by `page_assets`) and the list of runs
+under a folder (`run_index`).
 
 May import: pipeline.errors, pipeline.images. The search writes here; nothing here knows the search.
 """

@@ -2,6 +2,7 @@
 
 Layout (docs/report-schema.md documents every field):
     <root>/<run_id>/report.json
+    <root>/<run_id>/report.html                   the same record as a page (pipeline/report_page.py)
     <root>/<run_id>/i{iteration}c{index}.png      one per rendered candidate, text metadata inside
     <root>/<run_id>/control_{j}.png               images of the equal-budget control arm, when enabled
 
@@ -11,8 +12,8 @@ loses at most the candidate in flight, and `BeamSearch.resume` can continue from
 from __future__ import annotations
 
 import json
+import logging
 import os
-import re
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,10 +29,14 @@ from ..errors import InvalidParameter, PromptBeamError
 from ..images import pil_to_tensor
 from .candidate import Candidate
 from .pnginfo import PARAMETERS_KEY, a1111_parameters, candidate_text, load_png_pixels, rewrite_png_text, save_png
+from .page import write_page
+from .run_index import RUN_ID
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 REPORT_NAME = "report.json"
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_RUN_ID = RUN_ID       # one rule for run folder names, shared with the run list and the ComfyUI routes
 PathLike = Union[str, os.PathLike]
 
 
@@ -211,6 +216,15 @@ class RunRecord:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        self._write_page()
+
+    def _write_page(self) -> None:
+        """report.html follows every save. It is derived from report.json, so a failure to write it is logged
+        and never ends the search (the viewer rebuilds a missing or stale page from report.json)."""
+        try:
+            write_page(self.run_dir, self.report)
+        except Exception:
+            log.warning("could not write %s/report.html", self.run_dir, exc_info=True)
 
     def _png_text(self, candidate: Candidate, best_size: Optional[tuple[int, int]] = None) -> dict:
         """A candidate's PNG text; given the image's (width, height), also the winner's A1111 `parameters`."""

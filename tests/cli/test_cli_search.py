@@ -81,6 +81,7 @@ def test_search_writes_the_record_and_prints_the_best(fake_ollama, models, tmp_p
     assert printed["best"].startswith(f"{best['id']}  total {best['scores']['total']:.2f}  alignment "
                                       f"{best['scores']['alignment']:.2f}  aesthetic {best['scores']['aesthetic']:.2f}")
     assert printed["image"] == str(run_dir / best["image"])
+    assert printed["report page"] == str(run_dir / "report.html") and (run_dir / "report.html").is_file()
     # Progress goes to stderr (tqdm, one bar over all images), results to stdout.
     assert "round 2/2" in result.stderr and "5/5" in result.stderr and "Traceback" not in result.stderr
     chats = fake_ollama.bodies("/api/chat")

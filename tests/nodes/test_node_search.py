@@ -105,6 +105,12 @@ def test_runs_a_search_with_previews_progress_and_a_record(comfy_base, inputs):
     assert any(t.startswith("round 1/3 · candidate 1/4 · best –\ni0c0: total ") and "alignment" in t for t in texts)
     events = [data for event, data, _ in PromptServer.instance.sent if event == "promptbeam.candidate"]
     assert [e["candidate"]["id"] for e in events][:4] == ["i0c0", "i0c1", "i0c2", "i0c3"] and len(events) == 12
+    # the editor hears where the run's page is once, before the first candidate
+    kinds = [event for event, _, _ in PromptServer.instance.sent]
+    runs = [data for event, data, _ in PromptServer.instance.sent if event == "promptbeam.run"]
+    assert runs == [{"node": NODE_ID, "run_id": report["run_id"], "url": f"/promptbeam/runs/{report['run_id']}/"}]
+    assert kinds.index("promptbeam.run") < kinds.index("promptbeam.candidate")
+    assert (run_dir / "report.html").is_file()
 
 
 def test_same_inputs_same_result_and_run_name(comfy_base, inputs):
