@@ -1,8 +1,7 @@
 """`python -m pipeline search | queue | doctor | view`: one module per subcommand (`search`, `queue`, `doctor`,
-`view`), each
-declaring its flags and its `run(args)`; `main` parses and dispatches (`main.main(argv)`); `exit_codes` are
-the codes they return; `checks` turn a flag into a validated value before any model loads (asking each part's
-own `sources`).
+`view`), each declaring its flags and its `run(args)`; `main` parses and dispatches (`main.main(argv)`);
+`exit_codes` are the codes they return; `checks` turn a flag into a validated value before any model loads
+(asking each part's own `sources`).
 
 May import every other part of pipeline/ (it is the top); nothing imports it but `pipeline/__main__.py`.
 """
