@@ -11,7 +11,7 @@ import sys
 import traceback
 from typing import Optional
 
-from . import cli_models
+from . import cli_models, cli_workers
 from .cli_models import Finding, fail, ok, warn
 from .cli import EXIT_FAILURE, EXIT_OK
 from .config import LoraSpec, Settings
@@ -38,6 +38,7 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     p.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (AESTHETIC_MODEL)")
     p.add_argument("--caption-model", dest="caption_model", metavar="NAME",
                    help="also check this Ollama vision model (for search --captions)")
+    cli_workers.add_worker_flags(p, for_doctor=True)
     return p
 
 
@@ -157,8 +158,12 @@ def run(args: argparse.Namespace) -> int:
         report("captions", check_ollama, url, args.caption_model, "--caption-model")
     report("torch", check_torch)
     report("packages", check_packages)
-    report("flux", cli_models.inspect_flux, args.flux or settings.flux_model, args.flux_base)
-    report("loras", check_loras, args.lora, settings)
+    if args.comfy_workers:                    # the workers render: check them instead of a local Flux
+        for label, finding in cli_workers.doctor_findings(args.comfy_workers, args.render_workflow):
+            report(label, lambda found=finding: found)
+    else:
+        report("flux", cli_models.inspect_flux, args.flux or settings.flux_model, args.flux_base)
+        report("loras", check_loras, args.lora, settings)
     report("clip", cli_models.inspect_clip, args.clip or settings.clip_model)
     report("aesthetic", cli_models.inspect_aesthetic, args.aesthetic or settings.aesthetic_model)
     failed = [label for label, finding in results if finding.status == "fail"]
