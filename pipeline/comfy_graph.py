@@ -79,7 +79,7 @@ def find_roles(workflow: dict, name: str = "workflow") -> RenderRoles:
             output = candidate
             break
     if not outputs:
-        missing.append("output")
+        return _refuse(name, ["output"], details)
     if sampler is None:
         missing.append("sampler")
         return _refuse(name, missing, details)
@@ -116,7 +116,7 @@ def find_roles(workflow: dict, name: str = "workflow") -> RenderRoles:
 def _refuse(name: str, missing: list, details: list):
     roles = "; ".join(ROLE_NAMES[role] for role in missing)
     extra = f" ({'; '.join(details)})" if details else ""
-    raise InvalidParameter(name, f"this is not a render workflow the worker pool can drive: it has no {roles}"
+    raise InvalidParameter(name, f"this is not a render workflow the worker pool can drive: it lacks {roles}"
                                  f"{extra}. Start from workflows/api/render_flux_worker.json, or export a graph "
                                  f"with these nodes with Export (API)")
 
