@@ -3,6 +3,9 @@ ComfyUI-protocol workers (tests/fixtures/comfy_worker.py) and are scored locally
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ from PIL import Image
 
 from tests.fixtures.comfy_worker import FakeComfyWorker, expected_pixels
 from tests.fixtures.servers import free_port
-from tests.test_cli_search import cli, only_run_dir, read_report
+from tests.test_cli_search import cli, cli_env, only_run_dir, read_report
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "workflows" / "api" / "render_flux_worker.json"
@@ -135,3 +138,38 @@ def test_doctor_checks_each_worker(workers, tmp_path):
     result = cli("doctor", "--comfy-workers", good.url, "--render-workflow", path)
     worker1 = next(line for line in result.stdout.splitlines() if "worker 1" in line)
     assert "node types missing: UnetLoaderGGUF" in worker1 and result.returncode == 1
+
+
+def test_ctrl_c_interrupts_the_prompts_on_the_workers_and_resume_uses_them_again(workers, fake_ollama, scoring,
+                                                                                  tmp_path):
+    a, b = workers(2, render_s=60.0)
+    out = tmp_path / "runs"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "search", "a lighthouse at dusk", "--ollama-url", fake_ollama.url,
+         *scoring, "--beam-width", "3", "--keep-top", "2", "--iterations", "2", "--out", str(out),
+         "--comfy-workers", f"{a.url},{b.url}"], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        running = [a.wait_running(timeout=120), b.wait_running(timeout=120)]    # both busy with round 0
+        process.send_signal(signal.SIGINT)
+        _stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert a.interrupted == [running[0]] and b.interrupted == [running[1]]      # stopped on the workers too
+    assert a.load() == 0 and b.load() == 0 and not a.rendered and not b.rendered
+    run_dir = only_run_dir(out)
+    assert read_report(run_dir)["status"] == "interrupted"
+
+    a.render_s = b.render_s = 0.05
+    result = cli("search", "--resume", run_dir, "--ollama-url", fake_ollama.url, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    report = read_report(run_dir)
+    assert report["status"] == "finished" and len(report["candidates"]) == 5
+    assert {c["render"]["worker"] for c in report["candidates"]} == {a.url, b.url}   # the recorded workers
+
+
+def test_a_bad_worker_timeout_exits_2(fake_ollama, scoring, tmp_path):
+    result = search(fake_ollama, scoring, tmp_path / "runs", "--comfy-workers", "http://127.0.0.1:1",
+                    "--worker-timeout", "0")
+    assert result.returncode == 2 and "--worker-timeout: must be > 0" in result.stderr
