@@ -127,6 +127,39 @@ def test_a_whole_search_renders_on_both_servers(two_servers, render_workflow, fa
     assert np.array_equal(png_pixels(run_dir / candidate["image"]), png_pixels(path))
 
 
+def generate_through_the_node(server, worker_urls: str, render_workflow: str, seed: int) -> dict:
+    """Queue PromptBeamComfyWorkers -> PromptBeamGenerate -> PreviewImage on `server`; its finished history entry."""
+    graph = {"1": {"class_type": "PromptBeamComfyWorkers",
+                   "inputs": {"worker_urls": worker_urls, "workflow": render_workflow}},
+             "2": {"class_type": "PromptBeamGenerate",
+                   "inputs": {"generator": ["1", 0], "prompt": "a red fox in the snow", "seed": seed}},
+             "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}}
+    queued = server.post_prompt(graph)
+    assert queued["status"] == 200 and not queued["node_errors"], queued["body"]
+    return server.wait_history(queued["prompt_id"], timeout=300)
+
+
+def test_the_node_renders_on_another_server_and_refuses_its_own(two_servers, render_workflow):
+    here, other = two_servers
+    port = here.url.rsplit(":", 1)[1]
+    for own in (here.url, f"http://localhost:{port}"):
+        entry = generate_through_the_node(here, f"{other.url}\n{own}", render_workflow, seed=1)
+        assert entry["status"]["status_str"] == "error"
+        error = next(data for kind, data in entry["status"]["messages"] if kind == "execution_error")
+        assert error["node_type"] == "PromptBeamComfyWorkers" and "is this ComfyUI server" in error["exception_message"]
+    assert running_prompt(here.url) is None
+    entry = generate_through_the_node(here, other.url, render_workflow, seed=7)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    (path,) = here.images(entry, "3")
+    graph = load_workflow(render_workflow)
+    roles = find_roles(graph)
+    request = GenerationRequest(prompt="a red fox in the snow", seed=7, width=SIZE, height=SIZE, steps=STEPS,
+                                sampler="euler", scheduler="simple")
+    direct = other.run(render_graph(graph, roles, request))
+    (direct_path,) = other.images(direct, roles.output)
+    assert np.array_equal(png_pixels(path), png_pixels(direct_path))
+
+
 def running_prompt(url: str) -> str | None:
     queue = requests.get(url + "/queue", timeout=10).json()
     return queue["queue_running"][0][1] if queue["queue_running"] else None
