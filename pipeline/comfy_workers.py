@@ -77,7 +77,6 @@ class _Worker:
     index: int
     down_since: Optional[float] = None
     reason: str = ""
-    rendered: int = 0
 
     @property
     def alive(self) -> bool:
@@ -173,6 +172,9 @@ class ComfyWorkerPool:
                             cancel.set()               # the others would meet the same answer: stop them
                 if not cancel.is_set() and ((should_stop is not None and should_stop()) or self._interrupt.is_set()):
                     cancel.set()
+        except BaseException:
+            cancel.set()                           # e.g. KeyboardInterrupt here: the workers' prompts stop too
+            raise
         finally:
             pool.shutdown(wait=True)               # a cancelled thread deletes/interrupts its own prompt first
         if errors:
@@ -218,7 +220,6 @@ class ComfyWorkerPool:
             finally:
                 with self._jobs_lock:
                     self._jobs.discard(job)
-            job.worker.rendered += 1
             render = {"worker": job.worker.url, "prompt_id": job.prompt_id}
             if moved_from:
                 render["moved_from"] = moved_from
