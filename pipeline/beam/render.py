@@ -68,6 +68,8 @@ class RoundRenderer:
                                               should_stop=self.should_stop)
             if len(results) != len(requests):
                 raise GenerationFailed(f"the generator returned {len(results)} images for {len(requests)} requests")
+            for candidate, result in zip(candidates, results):
+                _note_render(candidate, result)
             return {c.id: _as_hwc(r.image) for c, r in zip(candidates, results)}
         except Interrupted:
             raise StopRequested() from None
@@ -77,6 +79,9 @@ class RoundRenderer:
             if raise_errors:
                 raise
             completed = getattr(exc, "completed", None) or {}
+            for i, result in completed.items():
+                if 0 <= i < len(candidates):
+                    _note_render(candidates[i], result)
             return {candidates[i].id: _as_hwc(r.image) for i, r in completed.items() if 0 <= i < len(candidates)}
         finally:
             self.generate_s += time.perf_counter() - started
@@ -125,6 +130,13 @@ class RoundRenderer:
             return None
         finally:
             self.score_s += time.perf_counter() - started
+
+
+def _note_render(candidate: Candidate, result) -> None:
+    """Copy where the image was rendered (GenerationResult.metadata["render"]) into the record, when given."""
+    render = (getattr(result, "metadata", None) or {}).get("render")
+    if render:
+        candidate.render = dict(render)
 
 
 def _as_hwc(image: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Optional
 from ..beam.config import RESUME_OVERRIDES, BeamConfig  # no torch import: parameter errors answer at once
 from ..config import LoraSpec, Settings
 from ..errors import Interrupted, InvalidParameter, PromptBeamError
-from . import checks
+from . import checks, workers
 from .exit_codes import EXIT_INTERRUPTED, EXIT_OK
 
 # BeamConfig fields set by flags (dest == field name). Anything left None keeps BeamConfig's default.
@@ -104,6 +104,7 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
                          help="keep Flux's parts in RAM and move each to the GPU only while it runs (less VRAM)")
     runtime.add_argument("--low-vram", dest="low_vram", action="store_true", default=None,
                          help="unload the Ollama model before each round's generation")
+    workers.add_worker_flags(p)
     return p
 
 
@@ -134,6 +135,8 @@ def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = Non
             raise InvalidParameter("prompt", "is missing: say what you want to see, e.g. "
                                              "python -m pipeline search \"a lighthouse at dusk\"")
         checks.check_out_dir(args.out, flag="out")
+        if getattr(args, "comfy_workers", None):     # the render workflow's own size/steps unless flags say
+            given = {**workers.image_defaults(args.render_workflow), **given}
         plan = SearchPlan(config=BeamConfig(**given).validate(), user_prompt=args.prompt.strip(),
                           out_root=Path(args.out), run_dir=Path(args.out) / new_run_id(), resume=False,
                           settings={}, overrides={})
@@ -178,15 +181,20 @@ def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> d
     return {"ollama_url": pick("ollama_url", env.ollama_base_url), "llm_model": pick("llm_model", env.ollama_model),
             "flux": pick("flux", env.flux_model), "flux_base": pick("flux_base", None), "loras": loras,
             "clip": pick("clip", env.clip_model), "aesthetic": pick("aesthetic", env.aesthetic_model),
-            "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload)}
+            "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload),
+            "comfy_workers": pick("comfy_workers", None), "render_workflow": pick("render_workflow", None),
+            "worker_timeout": getattr(args, "worker_timeout", None)}
 
 
 def check_models(settings: dict, lora_flag: str) -> None:
     """Every file and name the models need, without loading one. Cheapest first: CLIP checks import open_clip."""
-    checks.check_flux(settings["flux"], settings["flux_base"], flag="flux")
-    checks.check_loras(settings["loras"], flag=lora_flag)
+    if settings.get("comfy_workers"):         # the workers render: no local Flux to check
+        workers.check_workers(settings)
+    else:
+        checks.check_flux(settings["flux"], settings["flux_base"], flag="flux")
+        checks.check_loras(settings["loras"], flag=lora_flag)
     settings["device"] = checks.check_device(settings["device"], flag="device")
-    if settings["offload"]:
+    if settings["offload"] and not settings.get("comfy_workers"):
         from ..generation.diffusers_flux import pick_device  # the generator's own device choice when none is given
 
         if pick_device(settings["device"]).type == "cpu":
@@ -222,7 +230,8 @@ def recorded_models(report: dict) -> dict:
     cli = config.get("cli")
     if isinstance(cli, dict):
         names = {"ollama_url": "ollama_url", "llm_model": "llm_model", "flux": "flux", "flux_base": "flux_base",
-                 "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora"}
+                 "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora",
+                 "comfy_workers": "comfy_workers", "render_workflow": "render_workflow"}
         return {flag: cli[key] for key, flag in names.items() if cli.get(key) is not None}
     found = {}
     llm = config.get("llm") or {}
@@ -290,15 +299,19 @@ def run(args: argparse.Namespace) -> int:
     caption_client = OllamaClient(s["ollama_url"], s["caption_model"]) if s["caption_model"] else None
     say(f"Ollama {client.base_url}: model {client.model} ready")
 
-    from ..generation.protocol import DiffusersFluxGenerator
     from ..scoring.scorer import load_scorer
 
+    # Workers first: a worker typo or all of them down fails before the scorer loads.
+    generator = workers.connect_pool(s, say) if s["comfy_workers"] else None
     say(f"loading scorer {s['clip']} + aesthetic {s['aesthetic'] or 'LAION (default)'} ...")
     scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"],
                          caption_client=caption_client)
-    say(f"loading Flux {s['flux']} ...")
-    generator = DiffusersFluxGenerator(s["flux"], loras=s["loras"], device=s["device"], offload=s["offload"],
-                                       base=s["flux_base"] or None)
+    if generator is None:
+        from ..generation.diffusers_flux import DiffusersFluxGenerator
+
+        say(f"loading Flux {s['flux']} ...")
+        generator = DiffusersFluxGenerator(s["flux"], loras=s["loras"], device=s["device"], offload=s["offload"],
+                                           base=s["flux_base"] or None)
     ops = PromptEngine(client, seed=plan.config.seed, low_vram=plan.config.low_vram)
     return execute(plan, ops, generator, scorer)
 
@@ -358,6 +371,9 @@ def record_cli_settings(search, plan: SearchPlan) -> None:
                                   "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
                                   "caption_model": s["caption_model"],
                                   "loras": [dataclasses.asdict(lora) for lora in s["loras"]]}
+    if s.get("comfy_workers"):
+        search.extra_config["cli"].update(comfy_workers=",".join(s["comfy_workers"]),
+                                          render_workflow=workers.workflow_path(s["render_workflow"]))
 
 
 def print_summary(result) -> None:

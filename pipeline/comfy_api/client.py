@@ -218,6 +218,28 @@ class ComfyClient:
             return None
         return (response.json() or {}).get(prompt_id)
 
+    def get_json(self, path: str, what: str) -> Any:
+        """GET a JSON endpoint; ComfyError when it does not answer 200 with JSON (e.g. not a ComfyUI)."""
+        response = self._call("GET", path)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not response.ok or body is None:
+            raise ComfyError(f"{self.url} did not answer GET {path} with {what} (HTTP {response.status_code}): "
+                             "is it a ComfyUI server?")
+        return body
+
+    def queue(self) -> dict:
+        """GET /queue: {"queue_running": [[number, prompt_id, ...], ...], "queue_pending": [...]}."""
+        return self.get_json("/queue", "its queue")
+
+    def system_stats(self) -> dict:
+        return self.get_json("/system_stats", "its system stats")
+
+    def object_info(self, class_type: Optional[str] = None) -> dict:
+        return self.get_json("/object_info" + (f"/{class_type}" if class_type else ""), "its node list")
+
     def view(self, item: dict) -> bytes:
         params = {"filename": item["filename"], "subfolder": item.get("subfolder", ""),
                   "type": item.get("type", "output")}

@@ -16,7 +16,6 @@ Choices worth knowing:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
 import warnings
@@ -31,7 +30,7 @@ from ..config import DEFAULT_FLUX_MODEL, LoraSpec
 from ..errors import GenerationFailed, Interrupted, InvalidParameter, ModelNotFound, PromptBeamError
 from .loras import check_lora_keys, default_lora_dirs, resolve_lora_file
 from .protocol import GenerationRequest, GenerationResult, StepCallback, StopCheck, plan_batches, with_triggers
-from .sources import SINGLE_FILE_SUFFIXES, looks_like_path, resolve_flux, resolve_loras  # noqa: F401
+from .sources import resolve_flux, resolve_loras
 
 # prompts -> (prompt_embeds [B, L, joint_attention_dim], pooled_prompt_embeds [B, pooled_projection_dim]).
 # For pipelines built without text encoders (benchmarks, external encoders).

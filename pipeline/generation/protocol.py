@@ -95,16 +95,3 @@ def plan_batches(requests: Sequence[GenerationRequest], key: Callable[[Generatio
         groups.setdefault(key(request), []).append(index)
     return [indices[start:start + max_batch] for indices in groups.values()
             for start in range(0, len(indices), max_batch)]
-
-
-# The backends import diffusers / requests; load them only when asked for, so that `import pipeline.generation`
-# stays cheap for code that only needs the request/result types (nodes, the beam search, the record).
-_LAZY_EXPORTS = {"DiffusersFluxGenerator": ".diffusers_flux", "RemoteFluxClient": ".remote_flux"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY_EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY_EXPORTS[name], __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,6 +40,7 @@ class Candidate:
     failed_stage: Optional[str] = None  # "llm" | "generate" | "score" when status == "failed"
     caption: Optional[str] = None       # scorer caption, when captions are on
     fallbacks: list = field(default_factory=list)   # prompt operations answered by a rule-based fallback
+    render: Optional[dict] = None       # where the generator rendered it, when it says (e.g. the ComfyUI worker)
 
     @property
     def total(self) -> Optional[float]:

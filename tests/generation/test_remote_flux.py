@@ -10,7 +10,8 @@ import torch
 
 from pipeline.config import LoraSpec, Settings
 from pipeline.errors import GenerationFailed, Interrupted, InvalidParameter
-from pipeline.generation.protocol import Generator, RemoteFluxClient
+from pipeline.generation.protocol import Generator
+from pipeline.generation.remote_flux import RemoteFluxClient
 from tests.fixtures.ollama import free_port
 from tests.fixtures.tiny_flux import tiny_request as req
 

@@ -168,10 +168,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory, tiny_model_dir):
-    """A running ComfyUI (CPU) with this pack and the test pack; stopped at the end of the session."""
-    base = tmp_path_factory.mktemp("comfy_base")
+def launch_comfy(base: Path, tiny_model_dir: Path) -> "ComfyServer":
+    """Start a ComfyUI (CPU) in the fresh base directory `base` with this pack, the test pack and the tiny models,
+    on a free loopback port, and wait until it answers. Stop it with stop_process(server.process)."""
     for folder in ("custom_nodes", "models", "user", "input", "output", "temp"):
         (base / folder).mkdir()
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
@@ -188,10 +187,18 @@ def comfy_server(tmp_path_factory, tiny_model_dir):
         process = subprocess.Popen(command, cwd=COMFYUI_DIR, stdout=log_file, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
     server = ComfyServer(f"http://127.0.0.1:{port}", base, log_path, process)
+    server.startup_s = wait_until_ready(process, server.url + "/system_stats", STARTUP_TIMEOUT_S, "ComfyUI",
+                                        lambda: server.log()[-4000:])
+    return server
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory, tiny_model_dir):
+    """A running ComfyUI (CPU) with this pack and the test pack; stopped at the end of the session."""
+    base = tmp_path_factory.mktemp("comfy_base")
+    server = launch_comfy(base, tiny_model_dir)
     try:
-        server.startup_s = wait_until_ready(process, server.url + "/system_stats", STARTUP_TIMEOUT_S, "ComfyUI",
-                                            lambda: server.log()[-4000:])
         yield server
     finally:
-        stop_process(process, timeout=20)
+        stop_process(server.process, timeout=20)
         shutil.rmtree(base / "temp", ignore_errors=True)

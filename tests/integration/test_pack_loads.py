@@ -37,6 +37,9 @@ CONTRACT = {
     "PromptBeamGenerate": (
         {"generator": "PROMPTBEAM_GENERATOR", "prompt": "STRING", "seed": "INT"},
         [("IMAGE", None)]),
+    "PromptBeamComfyWorkers": (
+        {"worker_urls": "STRING", "workflow": "STRING"},
+        [("PROMPTBEAM_GENERATOR", None)]),
     "PromptBeamScorerLoader": (
         {"clip_model": "STRING", "aesthetic_model": (COMBO, "STRING"), "device": ANY},
         [("PROMPTBEAM_SCORER", None)]),
