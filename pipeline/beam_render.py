@@ -68,7 +68,7 @@ class RoundRenderer:
                                               should_stop=self.should_stop)
             if len(results) != len(requests):
                 raise GenerationFailed(f"the generator returned {len(results)} images for {len(requests)} requests")
-            return {c.id: _as_hwc(r.image) for c, r in zip(candidates, results)}
+            return {c.id: _rendered(c, r) for c, r in zip(candidates, results)}
         except Interrupted:
             raise StopRequested() from None
         except (StopRequested, KeyboardInterrupt):
@@ -77,7 +77,8 @@ class RoundRenderer:
             if raise_errors:
                 raise
             completed = getattr(exc, "completed", None) or {}
-            return {candidates[i].id: _as_hwc(r.image) for i, r in completed.items() if 0 <= i < len(candidates)}
+            return {candidates[i].id: _rendered(candidates[i], r) for i, r in completed.items()
+                    if 0 <= i < len(candidates)}
         finally:
             self.generate_s += time.perf_counter() - started
 
@@ -125,6 +126,14 @@ class RoundRenderer:
             return None
         finally:
             self.score_s += time.perf_counter() - started
+
+
+def _rendered(candidate: Candidate, result) -> torch.Tensor:
+    """A result's image; the candidate notes whether the generator left its negative prompt unused (Flux is
+    guidance-distilled: diffusers uses a negative only with true_cfg_scale > 1, ComfyUI's KSampler only at cfg > 1)."""
+    metadata = getattr(result, "metadata", None) or {}
+    candidate.negative_ignored = bool(candidate.negative and metadata.get("negative_ignored"))
+    return _as_hwc(result.image)
 
 
 def _as_hwc(image: torch.Tensor) -> torch.Tensor:

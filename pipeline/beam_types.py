@@ -43,6 +43,7 @@ class Candidate:
     failed_stage: Optional[str] = None  # "llm" | "generate" | "score" when status == "failed"
     caption: Optional[str] = None       # scorer caption, when captions are on
     fallbacks: list = field(default_factory=list)   # prompt operations answered by a rule-based fallback
+    negative_ignored: bool = False      # a negative prompt the generator did not use (Flux without true CFG > 1)
 
     @property
     def total(self) -> Optional[float]:

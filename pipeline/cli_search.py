@@ -79,6 +79,10 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     image.add_argument("--height", type=int, help="pixels, multiple of 16 (1024)")
     image.add_argument("--steps", type=int, help="denoising steps (4; FLUX.1-dev wants ~28)")
     image.add_argument("--guidance", type=float, help="Flux guidance (3.5; ignored by schnell)")
+    image.add_argument("--true-cfg", dest="true_cfg", type=float, metavar="SCALE",
+                       help="with --negative: true CFG scale > 1 makes Flux use the negative prompts (a second "
+                            "transformer pass per step, twice the cost); at 1 (default) they are ignored and "
+                            "each candidate records negative_ignored")
 
     models = p.add_argument_group("models (defaults from the environment)")
     models.add_argument("--ollama-url", dest="ollama_url", metavar="URL", help="Ollama server (OLLAMA_BASE_URL)")
@@ -142,6 +146,7 @@ def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = Non
         raise InvalidParameter("captions", "needs --caption-model NAME, an Ollama vision model (e.g. qwen2.5vl:7b "
                                            "or llava) that describes each image for the critique")
     check_models(plan.settings, lora_flag="FLUX_LORAS" if args.lora is None and "lora" not in recorded else "lora")
+    cli_models.check_true_cfg(plan.settings["true_cfg"], plan.config.use_negative, flag="true_cfg")
     return plan
 
 
@@ -178,7 +183,8 @@ def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> d
     return {"ollama_url": pick("ollama_url", env.ollama_base_url), "llm_model": pick("llm_model", env.ollama_model),
             "flux": pick("flux", env.flux_model), "flux_base": pick("flux_base", None), "loras": loras,
             "clip": pick("clip", env.clip_model), "aesthetic": pick("aesthetic", env.aesthetic_model),
-            "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload)}
+            "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload),
+            "true_cfg": pick("true_cfg", None)}
 
 
 def check_models(settings: dict, lora_flag: str) -> None:
@@ -222,7 +228,8 @@ def recorded_models(report: dict) -> dict:
     cli = config.get("cli")
     if isinstance(cli, dict):
         names = {"ollama_url": "ollama_url", "llm_model": "llm_model", "flux": "flux", "flux_base": "flux_base",
-                 "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora"}
+                 "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora",
+                 "true_cfg": "true_cfg"}
         return {flag: cli[key] for key, flag in names.items() if cli.get(key) is not None}
     found = {}
     llm = config.get("llm") or {}
@@ -238,6 +245,8 @@ def recorded_models(report: dict) -> dict:
             found["flux_base"] = generator["base"]
         found["lora"] = [{"path": l["path"], "weight": l.get("weight", 1.0), "trigger": l.get("trigger", "")}
                          for l in generator.get("loras") or []]
+        if generator.get("true_cfg_scale"):
+            found["true_cfg"] = generator["true_cfg_scale"]
     return found
 
 
@@ -298,7 +307,10 @@ def run(args: argparse.Namespace) -> int:
                          caption_client=caption_client)
     say(f"loading Flux {s['flux']} ...")
     generator = DiffusersFluxGenerator(s["flux"], loras=s["loras"], device=s["device"], offload=s["offload"],
-                                       base=s["flux_base"] or None)
+                                       base=s["flux_base"] or None, true_cfg_scale=s["true_cfg"] or 1.0)
+    if plan.config.use_negative and not (s["true_cfg"] or 1.0) > 1:
+        say("note: Flux ignores negative prompts unless --true-cfg is above 1; the LLM still writes them, and each "
+            "candidate is marked negative_ignored in report.json and its PNG")
     ops = PromptEngine(client, seed=plan.config.seed, low_vram=plan.config.low_vram)
     return execute(plan, ops, generator, scorer)
 
@@ -356,7 +368,7 @@ def record_cli_settings(search, plan: SearchPlan) -> None:
     s = plan.settings
     search.extra_config["cli"] = {"llm_model": s["llm_model"], "ollama_url": s["ollama_url"], "flux": s["flux"],
                                   "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
-                                  "caption_model": s["caption_model"],
+                                  "caption_model": s["caption_model"], "true_cfg": s["true_cfg"],
                                   "loras": [dataclasses.asdict(lora) for lora in s["loras"]]}
 
 

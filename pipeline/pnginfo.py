@@ -44,6 +44,8 @@ def candidate_text(candidate, run_id: str, user_prompt: str) -> dict[str, str]:
     }
     if candidate.negative:
         text["negative"] = candidate.negative
+        if getattr(candidate, "negative_ignored", False):
+            text["negative_ignored"] = "true"     # written by the LLM, not used by the generator
     return {PREFIX + key: value for key, value in text.items()}
 
 
