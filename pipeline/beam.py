@@ -24,6 +24,7 @@ from .beam_types import (STAGE_LLM, STATUS_PENDING, Candidate, ProgressEvent, Se
                          candidate_id)
 from .errors import InvalidParameter
 from .record import REPORT_NAME, RunRecord
+from .record_storage import raise_if_not_writable
 
 __all__ = ["BeamConfig", "BeamSearch", "Candidate", "ProgressEvent", "SearchCallbacks", "SearchResult",
            "candidate_id", "RESUME_OVERRIDES", "REPLAY_OVERRIDES"]
@@ -72,7 +73,11 @@ class BeamSearch:
         if report["stop_reason"] in _FINAL_STOP_REASONS and not overrides and run.survivors:
             return run.result()
         report["status"] = "running"
-        record.save()
+        try:
+            record.save()
+        except OSError as exc:
+            raise_if_not_writable(exc, record.run_dir)      # e.g. resumed while the disk is still full
+            raise
         return run.execute()
 
     @classmethod

@@ -5,6 +5,7 @@ round in flight for a resumed one), so run, resume and replay share this code.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Optional
@@ -20,6 +21,7 @@ from .beam_types import (STATUS_FAILED, STATUS_PENDING, Candidate, ProgressEvent
                          StopRequested, describe_error)
 from .errors import GenerationFailed, Interrupted, PromptBeamError
 from .record import RunRecord
+from .record_storage import not_writable, raise_if_not_writable, storage_failure
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,15 @@ class SearchRun:
             self._close("failures", "failed", describe_error(exc))
             raise
         except BaseException as exc:
+            failure = storage_failure(exc, self.record.run_dir)
+            if failure is not None:
+                # The disk is full or the folder read-only: the record on disk is valid up to its last save. Close
+                # it if the small final save still fits, and say what happened rather than report a crash.
+                self._save_timings()
+                with contextlib.suppress(OSError):
+                    self.record.finish("error", "failed", f"the run record could not be written: "
+                                                          f"{describe_error(failure)}")
+                raise not_writable(self.record.run_dir, failure) from exc
             self._close("error", "failed", describe_error(exc))
             raise
         if self.survivors:
@@ -296,7 +307,11 @@ class SearchRun:
 
     def _close(self, stop_reason: Optional[str], status: str, error: Optional[str]) -> None:
         self._save_timings()
-        self.record.finish(stop_reason, status, error)
+        try:
+            self.record.finish(stop_reason, status, error)
+        except OSError as exc:
+            raise_if_not_writable(exc, self.record.run_dir)
+            raise
 
     def image_of(self, candidate: Candidate) -> torch.Tensor:
         if candidate.id in self.images:

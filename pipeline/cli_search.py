@@ -24,6 +24,7 @@ from .beam_config import RESUME_OVERRIDES, BeamConfig   # no torch import: param
 from .cli import EXIT_INTERRUPTED, EXIT_OK
 from .config import LoraSpec, Settings
 from .errors import InvalidParameter, Interrupted, PromptBeamError
+from .record_storage import RecordNotWritable
 
 # BeamConfig fields set by flags (dest == field name). Anything left None keeps BeamConfig's default.
 CONFIG_FLAGS = ("beam_width", "keep_top", "iterations", "alpha", "seed", "dimension_policy", "seed_policy",
@@ -349,6 +350,10 @@ def execute(plan: SearchPlan, ops, generator, scorer) -> int:
             bar.close()
             print_resume_hint(plan.run_dir)
             return EXIT_INTERRUPTED
+        except RecordNotWritable as exc:      # disk full, folder read-only: say so, and how to go on
+            bar.close()
+            exc.resume_command = RESUME_HINT.format(run_dir=plan.run_dir)
+            raise
         except PromptBeamError:
             bar.close()
             if (plan.run_dir / "report.json").is_file():
