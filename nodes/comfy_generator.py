@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 from typing import Optional, Sequence
@@ -160,7 +161,9 @@ class ComfyFluxGenerator:
                 metadata={"width": request.width, "height": request.height, "steps": request.steps,
                           "guidance": request.guidance, "sampler": request.sampler, "scheduler": request.scheduler,
                           "cfg": self.cfg, "denoise": self.denoise, "negative": request.negative,
-                          "loras": self._lora_record()}))
+                          "loras": self._lora_record(),
+                          # ComfyUI's sampler skips the negative (uncond) pass at cfg 1, Flux's usual setting.
+                          **({"negative_ignored": True} if request.negative and math.isclose(self.cfg, 1.0) else {})}))
         return results
 
     # ---- the standard chain, node by node -----------------------------------------------------------------

@@ -68,9 +68,7 @@ class RoundRenderer:
                                               should_stop=self.should_stop)
             if len(results) != len(requests):
                 raise GenerationFailed(f"the generator returned {len(results)} images for {len(requests)} requests")
-            for candidate, result in zip(candidates, results):
-                _note_render(candidate, result)
-            return {c.id: _as_hwc(r.image) for c, r in zip(candidates, results)}
+            return {c.id: _rendered(c, r) for c, r in zip(candidates, results)}
         except Interrupted:
             raise StopRequested() from None
         except (StopRequested, KeyboardInterrupt):
@@ -79,10 +77,8 @@ class RoundRenderer:
             if raise_errors:
                 raise
             completed = getattr(exc, "completed", None) or {}
-            for i, result in completed.items():
-                if 0 <= i < len(candidates):
-                    _note_render(candidates[i], result)
-            return {candidates[i].id: _as_hwc(r.image) for i, r in completed.items() if 0 <= i < len(candidates)}
+            return {candidates[i].id: _rendered(candidates[i], r) for i, r in completed.items()
+                    if 0 <= i < len(candidates)}
         finally:
             self.generate_s += time.perf_counter() - started
 
@@ -132,11 +128,15 @@ class RoundRenderer:
             self.score_s += time.perf_counter() - started
 
 
-def _note_render(candidate: Candidate, result) -> None:
-    """Copy where the image was rendered (GenerationResult.metadata["render"]) into the record, when given."""
-    render = (getattr(result, "metadata", None) or {}).get("render")
-    if render:
-        candidate.render = dict(render)
+def _rendered(candidate: Candidate, result) -> torch.Tensor:
+    """A result's image. The candidate notes where it was rendered (metadata["render"], when the generator says,
+    e.g. the ComfyUI worker pool) and whether the generator left its negative prompt unused (Flux is
+    guidance-distilled: diffusers uses a negative only with true_cfg_scale > 1, ComfyUI's KSampler only at cfg > 1)."""
+    metadata = getattr(result, "metadata", None) or {}
+    if metadata.get("render"):
+        candidate.render = dict(metadata["render"])
+    candidate.negative_ignored = bool(candidate.negative and metadata.get("negative_ignored"))
+    return _as_hwc(result.image)
 
 
 def _as_hwc(image: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ round in flight for a resumed one), so run, resume and replay share this code.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Optional
@@ -13,6 +14,7 @@ import torch
 
 from ..errors import GenerationFailed, Interrupted, PromptBeamError
 from ..record.report import RunRecord
+from ..record.storage import not_writable, raise_if_not_writable, storage_failure
 from .config import BeamConfig
 from .control import run_control_arm
 from .planning import KnownPrompts, RoundPlan, RoundPlanner
@@ -52,6 +54,7 @@ class SearchRun:
         self._round_start = self._phase_totals()
         self._llm_at_start = dict(record.report["llm"])
         self._round_timings: list = list(record.report["timings"].get("rounds", []))
+        self._beam_stopped = False     # set once the rounds are over: no further round counts in images_total
 
     # ---- stop checks --------------------------------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -83,6 +86,15 @@ class SearchRun:
             self._close("failures", "failed", describe_error(exc))
             raise
         except BaseException as exc:
+            failure = storage_failure(exc, self.record.run_dir)
+            if failure is not None:
+                # The disk is full or the folder read-only: the record on disk is valid up to its last save. Close
+                # it if the small final save still fits, and say what happened rather than report a crash.
+                self._save_timings()
+                with contextlib.suppress(OSError):
+                    self.record.finish("error", "failed", f"the run record could not be written: "
+                                                          f"{describe_error(failure)}")
+                raise not_writable(self.record.run_dir, failure) from exc
             self._close("error", "failed", describe_error(exc))
             raise
         if self.survivors:
@@ -102,9 +114,9 @@ class SearchRun:
         while True:
             iteration = len(self.iterations)
             if iteration >= self.config.iterations:
-                return "max_iterations"
+                return self._beam_over("max_iterations")
             if self.recorded_plans is not None and iteration >= self.recorded_plans.rounds:
-                return self.recorded_plans.stop_reason
+                return self._beam_over(self.recorded_plans.stop_reason)
             plan = self._plan(iteration)
             if self.config.low_vram and self.ops is not None:
                 self._unload_llm()
@@ -112,6 +124,16 @@ class SearchRun:
             reason = self._select(plan, finished)
             if reason:
                 return reason
+
+    def _beam_over(self, reason: str) -> str:
+        """The rounds end without a round deciding it (a resumed run already at its iterations, a replay at the
+        end of its recorded rounds): tell the progress display no more rounds come."""
+        if not self._beam_stopped:
+            self._beam_stopped = True
+            if self.iterations:
+                last = self.iterations[-1]
+                self.report_progress(last["iteration"], "select", len(last["candidates"]), len(last["candidates"]))
+        return reason
 
     # ---- phases -------------------------------------------------------------------------------------------------
     def _plan(self, iteration: int) -> RoundPlan:
@@ -181,8 +203,10 @@ class SearchRun:
         self.record.add_iteration(entry, best=leaves)
         keep = {c.id for c in survivors}
         self.images = {key: value for key, value in self.images.items() if key in keep}
+        reason = self._stop_reason(plan.iteration, finished, failed)
+        self._beam_stopped = reason is not None      # before the event, so its total already counts no more rounds
         self.report_progress(plan.iteration, "select", len(finished), len(finished))
-        return self._stop_reason(plan.iteration, finished, failed)
+        return reason
 
     def _stop_reason(self, iteration: int, finished: list, failed: list) -> Optional[str]:
         """Checked after every round, in this order: failures, target, patience, time budget, iterations."""
@@ -228,11 +252,36 @@ class SearchRun:
             self.record.warn(f"could not unload the LLM before generation: {describe_error(exc)}")
 
     # ---- progress, timings, result ------------------------------------------------------------------------------
-    def images_total(self) -> int:
+    def image_budget(self) -> int:
+        """report["images"]["budget"]: the most images the configured run can render (exact once the control arm
+        has its budget)."""
         control = self.record.report.get("control")
         if control:
             return len(self.candidates) + control["budget"]
         return max(self.config.planned_images, self.images_done)
+
+    def images_total(self) -> int:
+        """The images this run will render as planned now, for progress displays. It shrinks as the plan is
+        revised: a round's dropped near-duplicates are not rendered, and once the beam stops (target, patience,
+        time budget, failures) no further round is. So a finished search ends with images_done == images_total."""
+        control = self.record.report.get("control")
+        if control:
+            return len(self.candidates) + control["budget"]
+        config = self.config
+        pending = self.record.report.get("pending")
+        in_flight = [c for c in (pending or {}).get("candidates", []) if c["id"] not in self.candidates]
+        rounds_started = len(self.iterations) + (1 if pending else 0)
+        per_round = [config.beam_width if r == 0 else config.keep_top * config.children_per_parent
+                     for r in range(rounds_started, config.iterations)] if not self._beam_stopped else []
+        beam = len(self.candidates) + len(in_flight) + sum(per_round)
+        if not config.control_arm:
+            return beam
+        # The control arm spends what the beam renders after round 0 (estimated until it starts, exact after).
+        round0 = sum(1 for c in self.candidates.values() if c.iteration == 0) + \
+            sum(1 for c in in_flight if c["iteration"] == 0)
+        if rounds_started == 0:
+            round0 = config.beam_width
+        return beam + beam - round0
 
     def report_progress(self, iteration: int, phase: str, position: int, count: int) -> None:
         if self.callbacks.on_progress is None:
@@ -254,11 +303,15 @@ class SearchRun:
         timings["rounds"] = list(self._round_timings)
         self.record.report["llm"] = {"calls": self._llm_at_start["calls"] + self.planner.calls,
                                      "fallbacks": self._llm_at_start["fallbacks"] + self.planner.fallbacks}
-        self.record.report["images"]["budget"] = self.images_total()
+        self.record.report["images"]["budget"] = self.image_budget()
 
     def _close(self, stop_reason: Optional[str], status: str, error: Optional[str]) -> None:
         self._save_timings()
-        self.record.finish(stop_reason, status, error)
+        try:
+            self.record.finish(stop_reason, status, error)
+        except OSError as exc:
+            raise_if_not_writable(exc, self.record.run_dir)
+            raise
 
     def image_of(self, candidate: Candidate) -> torch.Tensor:
         if candidate.id in self.images:

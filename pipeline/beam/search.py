@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Union
 
 from ..errors import InvalidParameter
 from ..record.report import REPORT_NAME, RunRecord
+from ..record.storage import raise_if_not_writable
 from .config import REPLAY_OVERRIDES, RESUME_OVERRIDES, BeamConfig
 from .planning import RoundPlan
 from .run import SearchRun
@@ -71,7 +72,11 @@ class BeamSearch:
         if report["stop_reason"] in _FINAL_STOP_REASONS and not overrides and run.survivors:
             return run.result()
         report["status"] = "running"
-        record.save()
+        try:
+            record.save()
+        except OSError as exc:
+            raise_if_not_writable(exc, record.run_dir)      # e.g. resumed while the disk is still full
+            raise
         return run.execute()
 
     @classmethod

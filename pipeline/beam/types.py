@@ -19,7 +19,7 @@ class ProgressEvent:
     candidate: int          # 1-based position of the candidate in its round (0 while no candidate finished)
     candidates: int         # candidates of this round
     images_done: int
-    images_total: int
+    images_total: int       # images as planned now: shrinks as near-duplicates are dropped or the search stops
     best_total: Optional[float]
     phase: str              # "llm" | "generate" | "score" | "select" | "control"
 

@@ -80,3 +80,18 @@ def check_device(spec: Optional[str], flag: str = "device") -> Optional[str]:
     elif device.type != "cpu":
         raise InvalidParameter(flag, f"{spec!r}: use cuda, cuda:N, mps or cpu")
     return str(device)
+
+
+def check_true_cfg(scale: Optional[float], use_negative: bool, flag: str = "true_cfg") -> None:
+    """--true-cfg: the generator's own rule (a finite number >= 1), and only useful with negative prompts."""
+    if scale is None:
+        return
+    from ..generation.diffusers_flux import check_true_cfg_scale
+
+    try:
+        check_true_cfg_scale(scale)
+    except InvalidParameter as exc:
+        raise InvalidParameter(flag, InvalidParameter.bare(exc)) from None
+    if scale > 1 and not use_negative:
+        raise InvalidParameter(flag, "weights the negative prompt against the prompt, so it needs --negative (the "
+                                     "LLM then writes a negative prompt per candidate)")

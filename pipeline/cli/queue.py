@@ -32,7 +32,8 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     p.add_argument("workflow", metavar="WORKFLOW.json", help="API-format workflow file")
     p.add_argument("--server", required=True, metavar="URL", help="ComfyUI address, e.g. http://127.0.0.1:8188")
     p.add_argument("--prompt", metavar="TEXT",
-                   help="set the text `prompt` input of every PromptBeam* node that has one")
+                   help="the prompt: sets the node titled 'Your prompt', or else the text `prompt` input of every "
+                        "PromptBeam* node")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE_ID.INPUT=VALUE",
                    help="set one input; VALUE is read as JSON (42, 0.5, true, [\"3\", 0]) or else as text; "
                         "repeatable")

@@ -22,6 +22,7 @@ from typing import Optional
 from ..beam.config import RESUME_OVERRIDES, BeamConfig  # no torch import: parameter errors answer at once
 from ..config import LoraSpec, Settings
 from ..errors import Interrupted, InvalidParameter, PromptBeamError
+from ..record.storage import RecordNotWritable
 from . import checks, workers
 from .exit_codes import EXIT_INTERRUPTED, EXIT_OK
 
@@ -79,6 +80,10 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     image.add_argument("--height", type=int, help="pixels, multiple of 16 (1024)")
     image.add_argument("--steps", type=int, help="denoising steps (4; FLUX.1-dev wants ~28)")
     image.add_argument("--guidance", type=float, help="Flux guidance (3.5; ignored by schnell)")
+    image.add_argument("--true-cfg", dest="true_cfg", type=float, metavar="SCALE",
+                       help="with --negative: true CFG scale > 1 makes Flux use the negative prompts (a second "
+                            "transformer pass per step, twice the cost); at 1 (default) they are ignored and "
+                            "each candidate records negative_ignored")
 
     models = p.add_argument_group("models (defaults from the environment)")
     models.add_argument("--ollama-url", dest="ollama_url", metavar="URL", help="Ollama server (OLLAMA_BASE_URL)")
@@ -145,6 +150,7 @@ def plan_search(args: argparse.Namespace, env_settings: Optional[Settings] = Non
         raise InvalidParameter("captions", "needs --caption-model NAME, an Ollama vision model (e.g. qwen2.5vl:7b "
                                            "or llava) that describes each image for the critique")
     check_models(plan.settings, lora_flag="FLUX_LORAS" if args.lora is None and "lora" not in recorded else "lora")
+    checks.check_true_cfg(plan.settings["true_cfg"], plan.config.use_negative, flag="true_cfg")
     return plan
 
 
@@ -183,7 +189,8 @@ def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> d
             "clip": pick("clip", env.clip_model), "aesthetic": pick("aesthetic", env.aesthetic_model),
             "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload),
             "comfy_workers": pick("comfy_workers", None), "render_workflow": pick("render_workflow", None),
-            "worker_timeout": getattr(args, "worker_timeout", None)}
+            "worker_timeout": getattr(args, "worker_timeout", None),
+            "true_cfg": pick("true_cfg", None)}
 
 
 def check_models(settings: dict, lora_flag: str) -> None:
@@ -231,7 +238,8 @@ def recorded_models(report: dict) -> dict:
     if isinstance(cli, dict):
         names = {"ollama_url": "ollama_url", "llm_model": "llm_model", "flux": "flux", "flux_base": "flux_base",
                  "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora",
-                 "comfy_workers": "comfy_workers", "render_workflow": "render_workflow"}
+                 "comfy_workers": "comfy_workers", "render_workflow": "render_workflow",
+                 "true_cfg": "true_cfg"}
         return {flag: cli[key] for key, flag in names.items() if cli.get(key) is not None}
     found = {}
     llm = config.get("llm") or {}
@@ -247,6 +255,8 @@ def recorded_models(report: dict) -> dict:
             found["flux_base"] = generator["base"]
         found["lora"] = [{"path": l["path"], "weight": l.get("weight", 1.0), "trigger": l.get("trigger", "")}
                          for l in generator.get("loras") or []]
+        if generator.get("true_cfg_scale"):
+            found["true_cfg"] = generator["true_cfg_scale"]
     return found
 
 
@@ -311,7 +321,10 @@ def run(args: argparse.Namespace) -> int:
 
         say(f"loading Flux {s['flux']} ...")
         generator = DiffusersFluxGenerator(s["flux"], loras=s["loras"], device=s["device"], offload=s["offload"],
-                                           base=s["flux_base"] or None)
+                                           base=s["flux_base"] or None, true_cfg_scale=s["true_cfg"] or 1.0)
+        if plan.config.use_negative and not (s["true_cfg"] or 1.0) > 1:
+            say("note: Flux ignores negative prompts unless --true-cfg is above 1; the LLM still writes them, and "
+                "each candidate is marked negative_ignored in report.json and its PNG")
     ops = PromptEngine(client, seed=plan.config.seed, low_vram=plan.config.low_vram)
     return execute(plan, ops, generator, scorer)
 
@@ -350,6 +363,10 @@ def execute(plan: SearchPlan, ops, generator, scorer) -> int:
             bar.close()
             print_resume_hint(plan.run_dir)
             return EXIT_INTERRUPTED
+        except RecordNotWritable as exc:      # disk full, folder read-only: say so, and how to go on
+            bar.close()
+            exc.resume_command = RESUME_HINT.format(run_dir=plan.run_dir)
+            raise
         except PromptBeamError:
             bar.close()
             if (plan.run_dir / "report.json").is_file():
@@ -369,7 +386,7 @@ def record_cli_settings(search, plan: SearchPlan) -> None:
     s = plan.settings
     search.extra_config["cli"] = {"llm_model": s["llm_model"], "ollama_url": s["ollama_url"], "flux": s["flux"],
                                   "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
-                                  "caption_model": s["caption_model"],
+                                  "caption_model": s["caption_model"], "true_cfg": s["true_cfg"],
                                   "loras": [dataclasses.asdict(lora) for lora in s["loras"]]}
     if s.get("comfy_workers"):
         search.extra_config["cli"].update(comfy_workers=",".join(s["comfy_workers"]),

@@ -64,19 +64,46 @@ def is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
-def apply_prompt(workflow: dict, text: str) -> list[str]:
-    """Set `prompt` on every node whose class_type starts with "PromptBeam" and whose `prompt` input holds text.
+# A node titled this (the editor's title, `_meta.title` in API format) holds the workflow's prompt: refine_loop_manual
+# types it once into a String node that feeds every step. Rename a node of your own workflow to mark it the same way.
+PROMPT_TITLE = "Your prompt"
+_TEXT_INPUTS = ("prompt", "text", "value")     # PromptBeam nodes, CLIPTextEncode, String / String (Multiline)
 
-    A linked `prompt` (["node", slot]) is computed by the graph and left alone. Returns the ids changed."""
-    targets = [node_id for node_id, node in workflow.items()
-               if str(node["class_type"]).startswith("PromptBeam") and "prompt" in node["inputs"]
-               and not is_link(node["inputs"]["prompt"])]
+
+def node_title(node: dict) -> str:
+    meta = node.get("_meta")
+    return str(meta.get("title") or "") if isinstance(meta, dict) else ""
+
+
+def apply_prompt(workflow: dict, text: str) -> list[str]:
+    """Put the user's prompt where the workflow takes it; returns the ids changed.
+
+    The nodes titled PROMPT_TITLE when the workflow has any (their text input: `prompt`, `text` or `value`);
+    otherwise every node whose class_type starts with "PromptBeam" and whose `prompt` input holds text. A linked
+    input (["node", slot]) is computed by the graph and left alone."""
+    marked = [node_id for node_id, node in workflow.items()
+              if node_title(node).strip().casefold() == PROMPT_TITLE.casefold()]
+    if marked:
+        targets = []
+        for node_id in marked:
+            inputs = workflow[node_id]["inputs"]
+            name = next((name for name in _TEXT_INPUTS if isinstance(inputs.get(name), str)), None)
+            if name is None:
+                raise InvalidParameter(
+                    "prompt", f"node {node_id} is titled {PROMPT_TITLE!r} but has no text input "
+                              f"({', '.join(_TEXT_INPUTS)}) to set; set the right input with --set NODE_ID.INPUT=TEXT")
+            targets.append((node_id, name))
+    else:
+        targets = [(node_id, "prompt") for node_id, node in workflow.items()
+                   if str(node["class_type"]).startswith("PromptBeam") and "prompt" in node["inputs"]
+                   and not is_link(node["inputs"]["prompt"])]
     if not targets:
-        raise InvalidParameter("prompt", "this workflow has no PromptBeam* node with a text `prompt` input; set "
-                                         "the right input with --set NODE_ID.INPUT=TEXT")
-    for node_id in targets:
-        workflow[node_id]["inputs"]["prompt"] = text
-    return targets
+        raise InvalidParameter("prompt", f"this workflow has no node titled {PROMPT_TITLE!r} and no PromptBeam* "
+                                         "node with a text `prompt` input; set the right input with --set "
+                                         "NODE_ID.INPUT=TEXT")
+    for node_id, name in targets:
+        workflow[node_id]["inputs"][name] = text
+    return [node_id for node_id, _ in targets]
 
 
 def parse_set(item: str) -> tuple[str, str, Any]:

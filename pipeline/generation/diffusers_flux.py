@@ -16,6 +16,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 import warnings
@@ -122,6 +123,16 @@ def load_flux_pipeline(model: str, base: Optional[str], dtype: torch.dtype):
         ) from exc
 
 
+def check_true_cfg_scale(scale) -> float:
+    """true_cfg_scale: 1 leaves negative prompts unused (one transformer pass); above 1 they are used with true
+    CFG (a second pass per step). Raises InvalidParameter("true_cfg_scale", ...)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise InvalidParameter("true_cfg_scale", f"must be a finite number >= 1, got {scale!r}")
+    if scale < 1:
+        raise InvalidParameter("true_cfg_scale", f"must be >= 1 (1 = negative prompts off), got {scale}")
+    return float(scale)
+
+
 def _adapter_name(file: Path) -> str:
     # Stable across runs and unique per file: two LoRAs with the same file name in different folders differ.
     stem = re.sub(r"[^A-Za-z0-9_]", "_", file.stem)[:40]
@@ -202,8 +213,7 @@ class DiffusersFluxGenerator:
                max_sequence_length, prompt_encoder) -> None:
         if max_batch is not None and max_batch < 1:
             raise InvalidParameter("max_batch", f"must be at least 1, got {max_batch}")
-        if true_cfg_scale < 1:
-            raise InvalidParameter("true_cfg_scale", f"must be >= 1 (1 = negative prompts off), got {true_cfg_scale}")
+        true_cfg_scale = check_true_cfg_scale(true_cfg_scale)
         if prompt_encoder is None and (pipe.text_encoder is None or pipe.text_encoder_2 is None):
             raise InvalidParameter("prompt_encoder", "the pipeline has no text encoders: pass prompt_encoder=")
         self.pipe, self.model, self.base = pipe, model, base

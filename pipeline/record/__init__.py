@@ -1,7 +1,8 @@
 """The record part: a run directory with report.json written candidate by candidate (`report`), one report
 entry per candidate (`candidate`), the PNG text chunks every image carries (`pnginfo`), the self-contained
 report.html rewritten with it (`page`, drawing with `page_svg`, styled by `page_assets`) and the list of runs
-under a folder (`run_index`).
+under a folder (`run_index`). Every file of the record is written through `storage` (a temporary copy renamed
+into place), which also turns a full or read-only disk into a message that says how to resume.
 
 May import: pipeline.errors, pipeline.images. The search writes here; nothing here knows the search.
 """

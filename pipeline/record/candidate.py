@@ -41,6 +41,7 @@ class Candidate:
     caption: Optional[str] = None       # scorer caption, when captions are on
     fallbacks: list = field(default_factory=list)   # prompt operations answered by a rule-based fallback
     render: Optional[dict] = None       # where the generator rendered it, when it says (e.g. the ComfyUI worker)
+    negative_ignored: bool = False      # a negative prompt the generator did not use (Flux without true CFG > 1)
 
     @property
     def total(self) -> Optional[float]:

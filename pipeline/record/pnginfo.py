@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Mapping, Optional, Union
@@ -17,6 +16,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from ..images import tensor_to_pil
+from .storage import replacing
 
 PREFIX = "promptbeam:"
 PARAMETERS_KEY = "parameters"
@@ -44,6 +44,8 @@ def candidate_text(candidate, run_id: str, user_prompt: str) -> dict[str, str]:
     }
     if candidate.negative:
         text["negative"] = candidate.negative
+        if getattr(candidate, "negative_ignored", False):
+            text["negative_ignored"] = "true"     # written by the LLM, not used by the generator
     return {PREFIX + key: value for key, value in text.items()}
 
 
@@ -114,12 +116,8 @@ def save_png(path: Union[str, Path], image: Union[torch.Tensor, Image.Image], te
     """
     path = Path(path)
     pil = tensor_to_pil(image) if isinstance(image, torch.Tensor) else image.convert("RGB")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with replacing(path) as handle:
         pil.save(handle, format="PNG", pnginfo=_png_info(text), compress_level=COMPRESS_LEVEL)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_png_text(path: Union[str, Path]) -> dict[str, str]:
@@ -162,12 +160,8 @@ def rewrite_png_text(path: Union[str, Path], text: Mapping[str, str]) -> None:
             out.append(text_chunks)
             text_chunks = b""
         out.append(raw)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with replacing(path) as handle:
         handle.write(b"".join(out))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _png_info(text: Mapping[str, str]) -> PngImagePlugin.PngInfo:

@@ -11,6 +11,8 @@ loses at most the candidate in flight, and `BeamSearch.resume` can continue from
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -30,6 +32,7 @@ from ..images import pil_to_tensor
 from .candidate import Candidate
 from .pnginfo import PARAMETERS_KEY, a1111_parameters, candidate_text, load_png_pixels, rewrite_png_text, save_png
 from .page import write_page
+from .storage import RecordNotWritable, replacing, storage_failure
 from .run_index import RUN_ID
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,11 @@ class RunRecord:
         if run_id is not None and not _RUN_ID.fullmatch(run_id):
             raise InvalidParameter(
                 "run_id", f"{run_id!r} must be 1-128 letters, digits, '.', '_' or '-' (it names a folder)")
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _raise_if_not_writable(exc, root / (run_id or ""), started=False)
+            raise
         if run_id is None:
             run_dir = _fresh_dir(root, time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3))
         else:
@@ -70,6 +77,9 @@ class RunRecord:
             except FileExistsError:
                 raise InvalidParameter(
                     "run_id", f"{run_dir} already exists: choose another name, or resume that run") from None
+            except OSError as exc:
+                _raise_if_not_writable(exc, run_dir, started=False)
+                raise
         report = {
             "schema_version": SCHEMA_VERSION,
             "run_id": run_dir.name,
@@ -94,7 +104,13 @@ class RunRecord:
             "version": __version__,
         }
         record = cls(run_dir, report)
-        record.save()
+        try:
+            record.save()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()          # nothing was recorded: leave no empty run directory behind
+            _raise_if_not_writable(exc, run_dir, started=False)
+            raise
         return record
 
     @classmethod
@@ -209,13 +225,11 @@ class RunRecord:
     def save(self) -> None:
         """Atomic rewrite: readers see the old or the new report.json, never a torn one."""
         self.report["timings"]["updated_at"] = _now()
-        path = self.run_dir / REPORT_NAME
-        tmp = path.with_name(REPORT_NAME + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(self.report, handle, indent=2, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with replacing(self.run_dir / REPORT_NAME) as handle:
+            text = io.TextIOWrapper(handle, encoding="utf-8")
+            json.dump(self.report, text, indent=2, ensure_ascii=False)
+            text.flush()
+            text.detach()        # the handle stays open for replacing() to sync and rename
         self._write_page()
 
     def _write_page(self) -> None:
@@ -267,6 +281,12 @@ class RunRecord:
         }
 
 
+def _raise_if_not_writable(exc: OSError, run_dir: Path, started: bool) -> None:
+    failure = storage_failure(exc, run_dir) or storage_failure(exc, run_dir.parent)
+    if failure is not None:
+        raise RecordNotWritable(run_dir, failure, 0, None, started=started) from exc
+
+
 def _fresh_dir(root: Path, stem: str) -> Path:
     for attempt in range(1000):
         run_dir = root / (stem if attempt == 0 else f"{stem}-{attempt + 1}")
@@ -275,4 +295,7 @@ def _fresh_dir(root: Path, stem: str) -> Path:
             return run_dir
         except FileExistsError:
             continue
+        except OSError as exc:
+            _raise_if_not_writable(exc, run_dir, started=False)
+            raise
     raise PromptBeamError(f"could not create a new run directory under {root}")

@@ -220,9 +220,10 @@ def test_negative_prompt_matters_only_above_cfg_one():
     flux = ComfyFluxGenerator(model, clip, vae, **SIZE)
     plain, negative = flux.generate([flux.request("a fox", 3), flux.request("a fox", 3, negative="blurry")])
     assert torch.equal(plain.image, negative.image)   # cfg 1: KSampler does not evaluate the negative
+    assert negative.metadata["negative_ignored"] is True and "negative_ignored" not in plain.metadata
     cfg3 = ComfyFluxGenerator(model, clip, vae, cfg=3.0, **SIZE)
     plain, negative = cfg3.generate([cfg3.request("a fox", 3), cfg3.request("a fox", 3, negative="blurry")])
-    assert not torch.allclose(plain.image, negative.image)
+    assert not torch.allclose(plain.image, negative.image) and "negative_ignored" not in negative.metadata
     assert torch.equal(negative.image, standard_chain(model, clip, vae, "a fox", 3, cfg=3.0, negative_text="blurry"))
 
 

@@ -132,6 +132,7 @@ def test_report_write_is_atomic(tmp_path, monkeypatch):
         rec.add_candidate(candidate("i0c1"), image())
     monkeypatch.undo()
     assert (rec.run_dir / "report.json").read_text() == before
+    assert not (rec.run_dir / "report.json.tmp").exists()         # the torn copy does not hold on to disk space
     assert RunRecord.open(rec.run_dir).report["candidates"][0]["id"] == "i0c0"
 
 
