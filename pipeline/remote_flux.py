@@ -5,6 +5,7 @@ service share a filesystem (the seed runs both on one machine). Errors carry the
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,10 +22,16 @@ START_HINT = "start it with `python -m pipeline.services.flux --port 8001` (FLUX
 
 class RemoteFluxClient:
     """Generator backed by the Flux service. LoRAs given here are sent with every request (the service loads
-    each file once and only re-weights afterwards)."""
+    each file once and only re-weights afterwards). With none given, the service's own default LoRAs apply when
+    `use_service_loras` is true (as for the seed's clients), and no LoRA at all when it is false; each image's
+    metadata says which LoRAs the service used.
+
+    `defaults` (optional) holds the image settings (width, height, steps, guidance, sampler, scheduler) that
+    `request()` and the search node take, as for the ComfyUI generator."""
 
     def __init__(self, base_url: str = DEFAULT_FLUX_API_URL, timeout: float = 120, loras: Sequence = (),
-                 health_timeout: float = 10):
+                 health_timeout: float = 10, use_service_loras: bool = True,
+                 defaults: Optional[GenerationRequest] = None):
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise InvalidParameter("FLUX_API_URL", f"must be an http(s) URL, got {base_url!r}")
         if timeout <= 0:
@@ -33,7 +40,15 @@ class RemoteFluxClient:
         self.timeout = float(timeout)
         self.health_timeout = float(health_timeout)
         self.loras = [lora if isinstance(lora, LoraSpec) else LoraSpec.from_dict(lora) for lora in loras]
+        self.use_service_loras = bool(use_service_loras)
+        self.defaults = defaults.validate() if defaults is not None else None
         self._http = requests.Session()
+
+    def request(self, prompt: str, seed: int, negative: Optional[str] = None) -> GenerationRequest:
+        """A request with this client's image settings (GenerationRequest's own defaults without `defaults`)."""
+        if self.defaults is None:
+            return GenerationRequest(prompt=prompt, seed=seed, negative=negative)
+        return dataclasses.replace(self.defaults, prompt=prompt, seed=seed, negative=negative)
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "RemoteFluxClient":
@@ -55,6 +70,12 @@ class RemoteFluxClient:
         if response.status_code == 422:
             field, message = _validation_error(response)
             raise InvalidParameter(field, f"rejected by the Flux service at {self.base_url}: {message}")
+        if response.status_code == 403:
+            raise InvalidParameter("loras", f"refused by the Flux service at {self.base_url}: {_detail(response)}")
+        if response.status_code == 503:
+            wait = response.headers.get("Retry-After", "?")
+            raise GenerationFailed(f"Flux service at {self.base_url} is busy (503, Retry-After {wait} s): "
+                                   f"{_detail(response)}")
         if response.status_code >= 400:
             raise GenerationFailed(f"Flux service at {self.base_url} answered {response.status_code} to "
                                    f"{method} {path}: {_detail(response)}")
@@ -72,7 +93,7 @@ class RemoteFluxClient:
         return {"prompt": request.prompt, "width": request.width, "height": request.height,
                 "steps": request.steps, "guidance": request.guidance, "seed": request.seed,
                 "negativePrompt": request.negative, "sampler": request.sampler, "scheduler": request.scheduler,
-                "loras": [asdict(lora) for lora in self.loras]}
+                "loras": [asdict(lora) for lora in self.loras], "useDefaultLoras": self.use_service_loras}
 
     def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
                  should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
@@ -111,8 +132,12 @@ class RemoteFluxClient:
             return pil_to_tensor(image)
 
     def describe(self) -> dict:
-        return {"backend": "remote-flux", "url": self.base_url, "timeout": self.timeout,
-                "loras": [asdict(lora) for lora in self.loras]}
+        info = {"backend": "remote-flux", "url": self.base_url, "timeout": self.timeout,
+                "loras": [asdict(lora) for lora in self.loras], "use_service_loras": self.use_service_loras}
+        if self.defaults is not None:
+            info.update({name: getattr(self.defaults, name) for name in
+                         ("width", "height", "steps", "guidance", "sampler", "scheduler")})
+        return info
 
 
 def _reason(exc: Exception) -> str:
