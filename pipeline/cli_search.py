@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import cli_models
+from . import cli_models, cli_remote
 from .beam_config import RESUME_OVERRIDES, BeamConfig   # no torch import: parameter errors answer at once
 from .cli import EXIT_INTERRUPTED, EXIT_OK
 from .config import LoraSpec, Settings
@@ -95,6 +95,7 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
                                                      "local-dir:PATH (CLIP_MODEL)")
     models.add_argument("--caption-model", dest="caption_model", metavar="NAME",
                         help="Ollama vision model for --captions (e.g. qwen2.5vl:7b, llava)")
+    cli_remote.add_arguments(models)
     models.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (.pth/.safetensors), 'laion' or 'v2.5' "
                                                             "(AESTHETIC_MODEL)")
 
@@ -178,20 +179,24 @@ def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> d
     return {"ollama_url": pick("ollama_url", env.ollama_base_url), "llm_model": pick("llm_model", env.ollama_model),
             "flux": pick("flux", env.flux_model), "flux_base": pick("flux_base", None), "loras": loras,
             "clip": pick("clip", env.clip_model), "aesthetic": pick("aesthetic", env.aesthetic_model),
-            "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload)}
+            "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload),
+            **cli_remote.service_urls(args, recorded)}
 
 
 def check_models(settings: dict, lora_flag: str) -> None:
     """Every file and name the models need, without loading one. Cheapest first: CLIP checks import open_clip."""
-    cli_models.check_flux(settings["flux"], settings["flux_base"], flag="flux")
-    cli_models.check_loras(settings["loras"], flag=lora_flag)
     settings["device"] = cli_models.check_device(settings["device"], flag="device")
-    if settings["offload"]:
+    if not settings.get("flux_url"):        # with the Flux service, the service checks its model and LoRAs
+        cli_models.check_flux(settings["flux"], settings["flux_base"], flag="flux")
+        cli_models.check_loras(settings["loras"], flag=lora_flag)
+    if settings["offload"] and not settings.get("flux_url"):
         from .diffusers_flux import pick_device      # the generator's own device choice when none is given
 
         if pick_device(settings["device"]).type == "cpu":
             raise InvalidParameter("offload", "moves Flux's parts to the GPU only while they run; this run is on "
                                               "the CPU")
+    if settings.get("vision_url"):         # the vision service has loaded its own models
+        return
     cli_models.check_clip(settings["clip"], flag="clip")
     cli_models.check_aesthetic(settings["aesthetic"], flag="aesthetic")
     cli_models.check_head_fits_clip(settings["aesthetic"], settings["clip"], flag="aesthetic")
@@ -222,7 +227,8 @@ def recorded_models(report: dict) -> dict:
     cli = config.get("cli")
     if isinstance(cli, dict):
         names = {"ollama_url": "ollama_url", "llm_model": "llm_model", "flux": "flux", "flux_base": "flux_base",
-                 "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora"}
+                 "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora",
+                 "flux_url": "flux_url", "vision_url": "vision_url"}
         return {flag: cli[key] for key, flag in names.items() if cli.get(key) is not None}
     found = {}
     llm = config.get("llm") or {}
@@ -293,12 +299,15 @@ def run(args: argparse.Namespace) -> int:
     from .generation import DiffusersFluxGenerator
     from .scoring import load_scorer
 
-    say(f"loading scorer {s['clip']} + aesthetic {s['aesthetic'] or 'LAION (default)'} ...")
-    scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"],
-                         caption_client=caption_client)
-    say(f"loading Flux {s['flux']} ...")
-    generator = DiffusersFluxGenerator(s["flux"], loras=s["loras"], device=s["device"], offload=s["offload"],
-                                       base=s["flux_base"] or None)
+    generator, scorer = cli_remote.connect({**s, "caption_client": caption_client}, say)
+    if scorer is None:
+        say(f"loading scorer {s['clip']} + aesthetic {s['aesthetic'] or 'LAION (default)'} ...")
+        scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"],
+                             caption_client=caption_client)
+    if generator is None:
+        say(f"loading Flux {s['flux']} ...")
+        generator = DiffusersFluxGenerator(s["flux"], loras=s["loras"], device=s["device"], offload=s["offload"],
+                                           base=s["flux_base"] or None)
     ops = PromptEngine(client, seed=plan.config.seed, low_vram=plan.config.low_vram)
     return execute(plan, ops, generator, scorer)
 
@@ -357,7 +366,8 @@ def record_cli_settings(search, plan: SearchPlan) -> None:
     search.extra_config["cli"] = {"llm_model": s["llm_model"], "ollama_url": s["ollama_url"], "flux": s["flux"],
                                   "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
                                   "caption_model": s["caption_model"],
-                                  "loras": [dataclasses.asdict(lora) for lora in s["loras"]]}
+                                  "loras": [dataclasses.asdict(lora) for lora in s["loras"]],
+                                  "flux_url": s.get("flux_url"), "vision_url": s.get("vision_url")}
 
 
 def print_summary(result) -> None:

@@ -1,7 +1,9 @@
 """Client for the seed's Flux HTTP service (`python -m pipeline.services.flux`, default http://localhost:8001).
 
-`POST /generate` renders one image per call and answers with the PNG's path on the service's disk, so client and
-service share a filesystem (the seed runs both on one machine). Errors carry the service's own message.
+`POST /generate` renders one image per call. The service answers with the PNG's path on its disk and, when asked
+(`transfer="f32"`, the default, or `"png"`), with the image itself, so client and service need not share a
+filesystem and, with f32, the client gets the rendered tensor bit for bit (not its 8-bit PNG rounding).
+`transfer="path"` reads the PNG from the shared disk, as the seed's client does. Errors carry the service's message.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class RemoteFluxClient:
 
     def __init__(self, base_url: str = DEFAULT_FLUX_API_URL, timeout: float = 120, loras: Sequence = (),
                  health_timeout: float = 10, use_service_loras: bool = True,
-                 defaults: Optional[GenerationRequest] = None):
+                 defaults: Optional[GenerationRequest] = None, transfer: str = "f32"):
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise InvalidParameter("FLUX_API_URL", f"must be an http(s) URL, got {base_url!r}")
         if timeout <= 0:
@@ -41,6 +43,9 @@ class RemoteFluxClient:
         self.health_timeout = float(health_timeout)
         self.loras = [lora if isinstance(lora, LoraSpec) else LoraSpec.from_dict(lora) for lora in loras]
         self.use_service_loras = bool(use_service_loras)
+        if transfer not in ("f32", "png", "path"):
+            raise InvalidParameter("transfer", f"must be f32, png or path, got {transfer!r}")
+        self.transfer = transfer
         self.defaults = defaults.validate() if defaults is not None else None
         self._http = requests.Session()
 
@@ -93,7 +98,8 @@ class RemoteFluxClient:
         return {"prompt": request.prompt, "width": request.width, "height": request.height,
                 "steps": request.steps, "guidance": request.guidance, "seed": request.seed,
                 "negativePrompt": request.negative, "sampler": request.sampler, "scheduler": request.scheduler,
-                "loras": [asdict(lora) for lora in self.loras], "useDefaultLoras": self.use_service_loras}
+                "loras": [asdict(lora) for lora in self.loras], "useDefaultLoras": self.use_service_loras,
+                **({"returnImage": self.transfer} if self.transfer != "path" else {})}
 
     def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
                  should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
@@ -106,7 +112,7 @@ class RemoteFluxClient:
                 raise Interrupted(f"image generation stopped after {len(results)}/{len(requests)} images")
             start = time.perf_counter()
             answer = self._call("POST", "/generate", self.timeout, json=self.body(request))
-            image = self._read_png(answer.get("localPath"))
+            image = self._image(answer)
             metadata = dict(answer.get("metadata") or {}, backend="remote-flux", service=self.base_url)
             results.append(GenerationResult(image=image, seed=int(metadata.get("seed", request.seed)),
                                             seconds=time.perf_counter() - start,
@@ -116,6 +122,16 @@ class RemoteFluxClient:
             if on_step is not None:
                 on_step(done, total)
         return results
+
+    def _image(self, answer: dict):
+        if self.transfer == "path" or "image" not in answer:     # an older service ignores returnImage
+            return self._read_png(answer.get("localPath"))
+        from .image_payload import decode_image
+
+        try:
+            return decode_image(answer["image"])
+        except ValueError as exc:
+            raise GenerationFailed(f"Flux service at {self.base_url} sent an unreadable image: {exc}") from None
 
     def _read_png(self, local_path: Optional[str]):
         from PIL import Image
@@ -132,7 +148,7 @@ class RemoteFluxClient:
             return pil_to_tensor(image)
 
     def describe(self) -> dict:
-        info = {"backend": "remote-flux", "url": self.base_url, "timeout": self.timeout,
+        info = {"backend": "remote-flux", "url": self.base_url, "timeout": self.timeout, "transfer": self.transfer,
                 "loras": [asdict(lora) for lora in self.loras], "use_service_loras": self.use_service_loras}
         if self.defaults is not None:
             info.update({name: getattr(self.defaults, name) for name in

@@ -9,16 +9,14 @@ equal the local Scorer's with the same models. Captions, when asked for, come fr
 """
 from __future__ import annotations
 
-import base64
-import io
 from typing import Optional, Sequence, Union
 
 import requests
-import torch
 
 from .clip_loading import image_groups
 from .config import DEFAULT_VISION_API_URL
 from .errors import InvalidParameter, ScoringFailed
+from .image_payload import encode_image, is_8bit  # noqa: F401  (is_8bit: part of this module's API)
 from .scoring import ImageScore, caption_images, caption_prompt_for
 
 START_HINT = ("start it with `python -m pipeline.services.vision --port 8002` (LOCAL_VISION_API_URL or "
@@ -122,25 +120,6 @@ class RemoteScorer:
             info.update({key: service[key] for key in ("clip_model", "aesthetic_model", "aesthetic_kind", "device",
                                                        "dtype") if key in service})
         return info
-
-
-def is_8bit(image: torch.Tensor) -> bool:
-    """True when every value is k/255 exactly, i.e. a PNG carries the image without loss."""
-    levels = (image * 255.0).round()
-    return bool(torch.equal(levels / 255.0, image))
-
-
-def encode_image(image: torch.Tensor) -> Union[str, dict]:
-    """[H, W, 3] float in [0, 1] -> base64 PNG when lossless, else {f32, shape} (see the service's /score)."""
-    image = image.detach().float().cpu().contiguous()
-    if is_8bit(image):
-        from .images import tensor_to_pil
-
-        buffer = io.BytesIO()
-        tensor_to_pil(image).save(buffer, format="PNG", compress_level=1)
-        return base64.b64encode(buffer.getvalue()).decode("ascii")
-    data = image.numpy().astype("<f4").tobytes()
-    return {"f32": base64.b64encode(data).decode("ascii"), "shape": list(image.shape)}
 
 
 def _detail(response) -> str:

@@ -12,7 +12,9 @@ POST /generate {prompt, height, width, steps, guidance, seed, negativePrompt, sa
 LoRAs, as the seed's service does them: `loras` omitted, null or `[]` means the service's own LoRAs (--lora /
 FLUX_LORAS), re-weighted by `lora_scale` when given; a list names exactly the LoRAs to use (paths take the shared
 `lora_scale`, else 1.0). To render without any LoRA on a service that has default LoRAs, send
-`useDefaultLoras: false` with `loras: []`. A LoRA path in a request must lie in a --lora-dir folder (403 otherwise).
+`useDefaultLoras: false` with `loras: []`. `returnImage: "f32"` (the rendered tensor, bit for bit) or `"png"` adds
+the image itself to the answer as `image`, for clients that do not share the service's filesystem. A LoRA path in
+a request must lie in a --lora-dir folder (403 otherwise).
 
 Sampler and scheduler names the backend lacks (the seed's UI offers dpmpp_2m, euler_a, ddim, lcm, schedule beta)
 are replaced by the closest it has and reported in `metadata.adjusted`, never refused.
@@ -30,13 +32,14 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from ..config import LoraSpec, Settings
 from ..errors import GenerationFailed, InvalidParameter, ModelNotFound
 from ..generation import GenerationRequest
+from ..image_payload import encode_image
 from ..pnginfo import save_png
 from .compat import adjust_sampler, adjust_scheduler
 from .confine import AllowedRoots, OutsideRoots
@@ -68,6 +71,7 @@ class GenerateBody(BaseModel):
     loras: Optional[list[Union[LoraBody, str]]] = None
     lora_scale: Optional[float] = Field(None, validation_alias=AliasChoices("lora_scale", "loraScale"))
     useDefaultLoras: bool = True
+    returnImage: Optional[Literal["f32", "png"]] = None     # also send the image in the answer (see below)
     sampler: Optional[str] = None
     scheduler: Optional[str] = None
 
@@ -201,7 +205,10 @@ def create_app(generator, out_dir: str | os.PathLike, default_loras=(), lora_dir
         save_png(path, result.image, {"prompt": result.prompt, "seed": str(seed),
                                       "promptbeam": json.dumps(metadata, default=str)})
         prune_outputs(out, OUTPUT_PATTERN, keep_images, max_age_s)
-        return {"localPath": str(path), "metadata": metadata, "revisedPrompt": result.prompt}
+        answer = {"localPath": str(path), "metadata": metadata, "revisedPrompt": result.prompt}
+        if body.returnImage:
+            answer["image"] = encode_image(result.image, body.returnImage)
+        return answer
 
     return app
 
