@@ -48,7 +48,7 @@ def service_urls(args, recorded: Mapping, environ: Optional[Mapping[str, str]] =
         if flag is not None:
             urls[key] = _check_url(flag, key)
         elif key in recorded:
-            urls[key] = recorded[key]
+            urls[key] = _check_url(str(recorded[key]), key)
         elif environ.get(url_var) and environ.get(provider_var, service_value) == service_value:
             urls[key] = _check_url(environ[url_var], url_var)
         else:

@@ -367,7 +367,9 @@ def record_cli_settings(search, plan: SearchPlan) -> None:
                                   "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
                                   "caption_model": s["caption_model"],
                                   "loras": [dataclasses.asdict(lora) for lora in s["loras"]],
-                                  "flux_url": s.get("flux_url"), "vision_url": s.get("vision_url")}
+                                  # "in-process" rather than null, so --resume keeps the backends the run used
+                                  "flux_url": s.get("flux_url") or cli_remote.IN_PROCESS,
+                                  "vision_url": s.get("vision_url") or cli_remote.IN_PROCESS}
 
 
 def print_summary(result) -> None:

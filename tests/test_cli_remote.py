@@ -58,6 +58,7 @@ def test_search_with_both_services_gives_the_in_process_report(fake_ollama, flux
     assert config["generator"]["backend"] == "remote-flux" and config["generator"]["url"] == flux_service.url
     assert config["scorer"]["backend"] == "remote-vision" and config["scorer"]["url"] == vision.url
     assert config["cli"]["flux_url"] == flux_service.url and config["cli"]["vision_url"] == vision.url
+    assert local_report["config"]["cli"]["flux_url"] == local_report["config"]["cli"]["vision_url"] == "in-process"
 
 
 def test_a_service_that_is_down_fails_before_anything_loads(fake_ollama, tmp_path):
@@ -100,3 +101,15 @@ def test_flags_win_over_the_environment_and_in_process_forces_local():
     with pytest.raises(InvalidParameter, match="FLUX_API_URL"):
         cli_remote.service_urls(args(), {}, {"FLUX_API_URL": "gpu:8001"})
 
+
+
+def test_resume_reuses_the_recorded_service_urls():
+    from pipeline.cli_search import recorded_models
+
+    environ = {"LOCAL_VISION_API_URL": "http://env:8002"}
+    report = {"config": {"cli": {"flux": "x", "flux_url": "http://gpu:8001", "vision_url": "in-process"}}}
+    recorded = recorded_models(report)
+    assert cli_remote.service_urls(args(), recorded, environ) == {"flux_url": "http://gpu:8001", "vision_url": None}
+    assert cli_remote.service_urls(args(flux_url="in-process"), recorded, {})["flux_url"] is None
+    older = recorded_models({"config": {"cli": {"flux": "x"}}})      # a record from before the services flags
+    assert cli_remote.service_urls(args(), older, environ) == {"flux_url": None, "vision_url": "http://env:8002"}
