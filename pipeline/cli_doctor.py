@@ -11,7 +11,7 @@ import sys
 import traceback
 from typing import Optional
 
-from . import cli_models
+from . import cli_models, cli_remote
 from .cli_models import Finding, fail, ok, warn
 from .cli import EXIT_FAILURE, EXIT_OK
 from .config import LoraSpec, Settings
@@ -38,6 +38,7 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     p.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (AESTHETIC_MODEL)")
     p.add_argument("--caption-model", dest="caption_model", metavar="NAME",
                    help="also check this Ollama vision model (for search --captions)")
+    cli_remote.add_arguments(p)
     return p
 
 
@@ -157,10 +158,21 @@ def run(args: argparse.Namespace) -> int:
         report("captions", check_ollama, url, args.caption_model, "--caption-model")
     report("torch", check_torch)
     report("packages", check_packages)
-    report("flux", cli_models.inspect_flux, args.flux or settings.flux_model, args.flux_base)
-    report("loras", check_loras, args.lora, settings)
-    report("clip", cli_models.inspect_clip, args.clip or settings.clip_model)
-    report("aesthetic", cli_models.inspect_aesthetic, args.aesthetic or settings.aesthetic_model)
+    try:
+        urls = cli_remote.service_urls(args, {})
+    except InvalidParameter as exc:
+        urls = {"flux_url": None, "vision_url": None}
+        report("services", lambda: cli_models.fail(str(exc), f"fix {exc.name}"))
+    if urls["flux_url"]:        # search would use the Flux service: check it, not local model files
+        report("flux", cli_remote.inspect_service, "flux", urls["flux_url"])
+    else:
+        report("flux", cli_models.inspect_flux, args.flux or settings.flux_model, args.flux_base)
+        report("loras", check_loras, args.lora, settings)
+    if urls["vision_url"]:
+        report("vision", cli_remote.inspect_service, "vision", urls["vision_url"])
+    else:
+        report("clip", cli_models.inspect_clip, args.clip or settings.clip_model)
+        report("aesthetic", cli_models.inspect_aesthetic, args.aesthetic or settings.aesthetic_model)
     failed = [label for label, finding in results if finding.status == "fail"]
     if failed:
         print(f"{len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -74,3 +74,30 @@ def connect(settings: dict, say) -> tuple[Optional[object], Optional[object]]:
         info = generator.health()
         say(f"Flux service {generator.base_url}: {info.get('model')} on {info.get('device')} ready")
     return generator, scorer
+
+
+SERVICES = {"flux": ("Flux service", "python -m pipeline.services.flux --port 8001", "--flux-url / FLUX_API_URL"),
+            "vision": ("vision service", "python -m pipeline.services.vision --port 8002",
+                       "--vision-url / LOCAL_VISION_API_URL")}
+
+
+def inspect_service(kind: str, url: str):
+    """A `doctor` line for a service: GET /health, what it serves and how busy it is."""
+    import requests
+
+    from .cli_models import fail, ok
+
+    name, start, setting = SERVICES[kind]
+    try:
+        response = requests.get(f"{url}/health", timeout=5)
+        info = response.json() if response.status_code == 200 else None
+    except (requests.RequestException, ValueError) as exc:
+        reason = "connection refused" if "refused" in str(exc).lower() else type(exc).__name__
+        return fail(f"{name} at {url} is not reachable ({reason})", f"start it (`{start}`) or fix {setting}")
+    if not isinstance(info, dict) or not info.get("model_loaded"):
+        return fail(f"{name} at {url} answered /health with HTTP {response.status_code} and no loaded model",
+                    f"is {url} this project's {name}? (`{start}`)")
+    models = info.get("model") or ", ".join(map(str, info.get("models") or []))
+    queue = info.get("queue") or {}
+    return ok(f"{name} at {url}: {models} on {info.get('device')}, {queue.get('running', 0)} running, "
+              f"{queue.get('waiting', 0)} waiting")

@@ -113,3 +113,19 @@ def test_resume_reuses_the_recorded_service_urls():
     assert cli_remote.service_urls(args(flux_url="in-process"), recorded, {})["flux_url"] is None
     older = recorded_models({"config": {"cli": {"flux": "x"}}})      # a record from before the services flags
     assert cli_remote.service_urls(args(), older, environ) == {"flux_url": None, "vision_url": "http://env:8002"}
+
+
+def test_doctor_checks_the_services_instead_of_local_model_files(fake_ollama, flux_service, tmp_path):
+    from tests.test_cli_doctor import lines_by_label
+
+    down = f"http://127.0.0.1:{free_port()}"
+    result = cli("doctor", "--ollama-url", fake_ollama.url, "--flux-url", flux_service.url, "--vision-url", down)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = lines_by_label(result.stdout)
+    assert list(lines) == ["ollama", "torch", "packages", "flux", "vision"]
+    assert lines["flux"][0] == "ok" and lines["flux"][1].startswith(f"Flux service at {flux_service.url}: ")
+    assert "0 waiting" in lines["flux"][1]
+    assert lines["vision"] == ("fail", f"vision service at {down} is not reachable (connection refused)  → fix: "
+                                       "start it (`python -m pipeline.services.vision --port 8002`) or fix "
+                                       "--vision-url / LOCAL_VISION_API_URL")
+    assert "1 check(s) failed: vision" in result.stderr
