@@ -56,8 +56,11 @@ class AllowedRoots:
         for candidate in candidates:
             if candidate.is_file():
                 return self.check(candidate, field)
-        if given.is_absolute() or ".." in given.parts:
-            self.check(given, field)        # a path that leaves the roots is refused even when nothing is there
+        # A path that leaves the roots is refused even when nothing is there (no probing outside the roots).
+        if given.is_absolute():
+            self.check(given, field)
+        elif ".." in given.parts and not any(self.contains(base) for base in bases):
+            self.check(bases[0], field)
         return None
 
     def candidates(self, name: str, suffixes: Sequence[str] = ()) -> list[str]:
