@@ -126,26 +126,27 @@ def load_image(image_path: Optional[str], image_url: Optional[str], roots: Optio
         raise HTTPException(422, "give either imagePath or imageUrl, not both")
     if image_path:
         path = os.path.expanduser(image_path)
-        if roots is not None:
-            roots.check(path, "imagePath")
-        return _open_image(_read_file(path, "imagePath"), "imagePath", image_path)
+        # Read the checked, resolved path: a link swapped in after the check cannot point the read elsewhere.
+        real = str(roots.check(path, "imagePath")) if roots is not None else path
+        return _open_image(_read_file(real, "imagePath", shown=path), "imagePath", image_path)
     if image_url:
         return _open_image(_read_url(image_url), "imageUrl", _short(image_url))
     raise HTTPException(422, "give imagePath (a file in an --allow-dir folder) or imageUrl (http(s) or data: URL)")
 
 
-def _read_file(path: str, field: str) -> bytes:
+def _read_file(path: str, field: str, shown: Optional[str] = None) -> bytes:
+    shown = shown or path
     if not os.path.exists(path):
-        raise HTTPException(400, f"{field}: file not found: {path}")
+        raise HTTPException(400, f"{field}: file not found: {shown}")
     if not os.path.isfile(path):
-        raise HTTPException(400, f"{field}: {path} is not a file")
+        raise HTTPException(400, f"{field}: {shown} is not a file")
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_DOWNLOAD_BYTES + 1)
     except OSError as exc:
-        raise HTTPException(400, f"{field}: cannot read {path} ({exc.strerror or exc})") from None
+        raise HTTPException(400, f"{field}: cannot read {shown} ({exc.strerror or exc})") from None
     if len(data) > MAX_DOWNLOAD_BYTES:
-        raise HTTPException(400, f"{field}: {path} is larger than {MAX_DOWNLOAD_BYTES >> 20} MB")
+        raise HTTPException(400, f"{field}: {shown} is larger than {MAX_DOWNLOAD_BYTES >> 20} MB")
     return data
 
 
