@@ -24,7 +24,8 @@ START_HINT = ("start it with `python -m pipeline.services.vision --port 8002` (L
 
 
 class RemoteScorer:
-    """Scorer backed by the vision service: same `score`, `analyze`, `describe`, `release` as pipeline.scoring.Scorer."""
+    """Scorer backed by the vision service, with pipeline.scoring.Scorer's `score`, `analyze`, `describe` and
+    `release`."""
 
     def __init__(self, base_url: str = DEFAULT_VISION_API_URL, timeout: float = 120, health_timeout: float = 10,
                  caption_client=None):

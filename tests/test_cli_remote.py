@@ -9,7 +9,7 @@ import pytest
 from pipeline import cli_remote
 from pipeline.errors import InvalidParameter
 from tests.fixtures.servers import free_port
-from tests.test_cli_search import cli, cli_env, only_run_dir, read_report
+from tests.test_cli_search import cli, only_run_dir, read_report
 from tests.test_vision_service_compat import vision  # noqa: F401  (the vision service fixture)
 
 SEARCH = ["--beam-width", 3, "--keep-top", 2, "--iterations", 2, "--seed", 7, "--width", 64, "--height", 64,
@@ -31,8 +31,9 @@ def comparable(report: dict) -> tuple[dict, list]:
     return report, scores
 
 
-def test_search_with_both_services_gives_the_in_process_report(fake_ollama, flux_service, vision, tiny_flux_dir,  # noqa: F811
-                                                              tiny_clip_dir, tiny_aesthetic_path, tmp_path):
+def test_search_with_both_services_gives_the_in_process_report(fake_ollama, flux_service, vision,  # noqa: F811
+                                                              tiny_flux_dir, tiny_clip_dir, tiny_aesthetic_path,
+                                                              tmp_path):
     local_out, remote_out = tmp_path / "local", tmp_path / "remote"
     local = cli("search", "a lighthouse at dusk", "--ollama-url", fake_ollama.url, "--flux", tiny_flux_dir,
                 "--clip", f"local-dir:{tiny_clip_dir}", "--aesthetic", tiny_aesthetic_path, *SEARCH,

@@ -58,8 +58,8 @@ def test_remote_flux_renders_through_the_generate_node(comfy_base, flux_service,
     assert torch.allclose(png_image[0], local, atol=0.6 / 255) and not torch.equal(png_image[0], image[0])
 
 
-def test_remote_scorer_gives_the_scorer_loader_numbers_in_the_score_node(comfy_base, vision, tiny_clip_dir,  # noqa: F811
-                                                                         tiny_aesthetic_path):
+def test_remote_scorer_gives_the_scorer_loader_numbers_in_the_score_node(comfy_base, vision,  # noqa: F811
+                                                                         tiny_clip_dir, tiny_aesthetic_path):
     (remote,) = RemoteScorer().connect(vision.url)
     (local,) = scoring_nodes.PromptBeamScorerLoader().load(f"local-dir:{tiny_clip_dir}", tiny_aesthetic_path, "cpu")
     images = torch.rand(2, 48, 64, 3, generator=torch.Generator().manual_seed(1))
