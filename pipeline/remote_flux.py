@@ -18,6 +18,7 @@ import requests
 from .config import DEFAULT_FLUX_API_URL, LoraSpec
 from .errors import GenerationFailed, Interrupted, InvalidParameter
 from .generation import GenerationRequest, GenerationResult, StepCallback, StopCheck
+from .services.load import send_when_free
 
 START_HINT = "start it with `python -m pipeline.services.flux --port 8001` (FLUX_API_URL says where it listens)"
 
@@ -65,7 +66,8 @@ class RemoteFluxClient:
     def _call(self, method: str, path: str, timeout: float, **kwargs) -> dict:
         url = f"{self.base_url}{path}"
         try:
-            response = self._http.request(method, url, timeout=timeout, **kwargs)
+            # A busy service (503) says when to come back: wait that long, within the client's own timeout.
+            response = send_when_free(lambda: self._http.request(method, url, timeout=timeout, **kwargs), timeout)
         except requests.Timeout:
             raise GenerationFailed(f"Flux service at {self.base_url} did not answer {method} {path} within "
                                    f"{timeout:g} s (raise the client timeout for slow cards)") from None

@@ -18,6 +18,7 @@ from .config import DEFAULT_VISION_API_URL
 from .errors import InvalidParameter, ScoringFailed
 from .image_payload import encode_image, is_8bit  # noqa: F401  (is_8bit: part of this module's API)
 from .scoring import ImageScore, caption_images, caption_prompt_for
+from .services.load import send_when_free
 
 START_HINT = ("start it with `python -m pipeline.services.vision --port 8002` (LOCAL_VISION_API_URL or "
               "--vision-url say where it listens)")
@@ -43,7 +44,7 @@ class RemoteScorer:
     def _call(self, method: str, path: str, timeout: float, **kwargs) -> dict:
         url = f"{self.base_url}{path}"
         try:
-            response = self._http.request(method, url, timeout=timeout, **kwargs)
+            response = send_when_free(lambda: self._http.request(method, url, timeout=timeout, **kwargs), timeout)
         except requests.Timeout:
             raise ScoringFailed(f"vision service at {self.base_url} did not answer {method} {path} within "
                                 f"{timeout:g} s") from None

@@ -185,3 +185,22 @@ def test_fifty_requests_eight_at_a_time_none_lost(flux_service):
     paths = {r.json()["localPath"] for _, r in results}
     assert len(paths) == 50 and all(os.path.isfile(p) for p in paths)
     assert all(r.json()["metadata"]["seed"] == seed for seed, r in results)
+
+
+def test_the_pack_client_waits_out_a_503_within_its_timeout(styled_service):
+    from pipeline.generation import GenerationRequest
+    from pipeline.remote_flux import RemoteFluxClient
+
+    slow = seed_client_body(width=512, height=512, steps=12, useDefaultLoras=False)
+    refused_before = requests.get(styled_service.url + "/health", timeout=10).json()["queue"]["refused"]
+    with ThreadPoolExecutor(2) as pool:
+        busy = [pool.submit(post, styled_service, {**slow, "seed": i}, 300) for i in range(2)]
+        while True:                                   # one rendering, one waiting: the line (depth 1) is full
+            queue = requests.get(styled_service.url + "/health", timeout=10).json()["queue"]
+            if queue["running"] == 1 and queue["waiting"] == 1 or all(f.done() for f in busy):
+                break
+        client = RemoteFluxClient(styled_service.url, timeout=120, use_service_loras=False)
+        result = client.generate([GenerationRequest(PROMPT, seed=1, width=TINY_SIZE, height=TINY_SIZE, steps=2)])
+        assert [f.result().status_code for f in busy] == [200, 200]
+    assert result[0].image.shape == (TINY_SIZE, TINY_SIZE, 3)
+    assert requests.get(styled_service.url + "/health", timeout=10).json()["queue"]["refused"] > refused_before

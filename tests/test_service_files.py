@@ -62,3 +62,20 @@ def test_retention_by_count_and_age_deletes_only_matching_files(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("flux_*.png")) == [f"flux_{i}.png" for i in range(4)]
     assert prune_outputs(tmp_path, "flux_*.png", max_age_s=2.5 * 3600) == 1
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["flux_0.png", "flux_1.png", "flux_2.png", "mine.png"]
+
+
+class Answer:
+    def __init__(self, status, retry_after=None):
+        self.status_code, self.headers = status, ({"Retry-After": retry_after} if retry_after else {})
+
+
+def test_send_when_free_waits_retry_after_within_its_budget():
+    from pipeline.services.load import send_when_free
+
+    answers, slept = [Answer(503, "2"), Answer(503, "3"), Answer(200)], []
+    assert send_when_free(lambda: answers.pop(0), budget_s=10, sleep=slept.append).status_code == 200
+    assert slept == [2.0, 3.0]
+    answers, slept = [Answer(503, "4"), Answer(503, "4"), Answer(200)], []
+    assert send_when_free(lambda: answers.pop(0), budget_s=5, sleep=slept.append).status_code == 503
+    assert slept == [4.0]                              # a second wait would pass the budget: the 503 is returned
+    assert send_when_free(lambda: Answer(503), budget_s=60, sleep=slept.append).status_code == 503   # no header

@@ -96,3 +96,21 @@ def prune_outputs(folder: Path, pattern: str, keep: Optional[int] = None,
         except FileNotFoundError:
             pass
     return removed
+
+
+def send_when_free(send: Callable[[], "object"], budget_s: float, sleep: Callable[[float], None] = time.sleep):
+    """Client side: call `send()` (an HTTP request) again after each 503's `Retry-After`, for at most `budget_s`
+    seconds of waiting in all; the last answer is returned (a 503 when the service stayed busy)."""
+    waited = 0.0
+    response = send()
+    while getattr(response, "status_code", None) == 503:
+        try:
+            wait = max(1.0, float(response.headers.get("Retry-After", "")))
+        except ValueError:
+            return response
+        if waited + wait > budget_s:
+            return response
+        sleep(wait)
+        waited += wait
+        response = send()
+    return response
