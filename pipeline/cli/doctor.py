@@ -15,7 +15,7 @@ from ..config import LoraSpec, Settings
 from ..errors import InvalidParameter
 from ..sources import ModelSource as Finding  # one line of the checklist, model or not (same fields)
 from ..sources import fail, ok, warn
-from . import workers
+from . import remote, workers
 from .exit_codes import EXIT_FAILURE, EXIT_OK
 
 LABEL_WIDTH = 10
@@ -39,6 +39,7 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     p.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (AESTHETIC_MODEL)")
     p.add_argument("--caption-model", dest="caption_model", metavar="NAME",
                    help="also check this Ollama vision model (for search --captions)")
+    remote.add_arguments(p)
     workers.add_worker_flags(p, for_doctor=True)
     return p
 
@@ -169,14 +170,25 @@ def run(args: argparse.Namespace) -> int:
         report("captions", check_ollama, url, args.caption_model, "--caption-model")
     report("torch", check_torch)
     report("packages", check_packages)
+    try:
+        urls = remote.service_urls(args, {})
+    except InvalidParameter as exc:
+        urls = {"flux_url": None, "vision_url": None}
+        problem = fail(str(exc), f"fix {exc.name}")
+        report("services", lambda: problem)
     if args.comfy_workers:                    # the workers render: check them instead of a local Flux
         for label, finding in workers.doctor_findings(args.comfy_workers, args.render_workflow):
             report(label, lambda found=finding: found)
+    elif urls["flux_url"]:                    # search would use the Flux service: check it, not local model files
+        report("flux", remote.inspect_service, "flux", urls["flux_url"])
     else:
         report("flux", resolve_model, "generation", "resolve_flux", args.flux or settings.flux_model, args.flux_base)
         report("loras", check_loras, args.lora, settings)
-    report("clip", resolve_model, "scoring", "resolve_clip", args.clip or settings.clip_model)
-    report("aesthetic", resolve_model, "scoring", "resolve_aesthetic", args.aesthetic or settings.aesthetic_model)
+    if urls["vision_url"]:
+        report("vision", remote.inspect_service, "vision", urls["vision_url"])
+    else:
+        report("clip", resolve_model, "scoring", "resolve_clip", args.clip or settings.clip_model)
+        report("aesthetic", resolve_model, "scoring", "resolve_aesthetic", args.aesthetic or settings.aesthetic_model)
     failed = [label for label, finding in results if finding.status == "fail"]
     if failed:
         print(f"{len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -23,7 +23,7 @@ from ..beam.config import RESUME_OVERRIDES, BeamConfig  # no torch import: param
 from ..config import LoraSpec, Settings
 from ..errors import Interrupted, InvalidParameter, PromptBeamError
 from ..record.storage import RecordNotWritable
-from . import checks, workers
+from . import checks, remote, workers
 from .exit_codes import EXIT_INTERRUPTED, EXIT_OK
 
 # BeamConfig fields set by flags (dest == field name). Anything left None keeps BeamConfig's default.
@@ -100,6 +100,7 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
                                                      "local-dir:PATH (CLIP_MODEL)")
     models.add_argument("--caption-model", dest="caption_model", metavar="NAME",
                         help="Ollama vision model for --captions (e.g. qwen2.5vl:7b, llava)")
+    remote.add_arguments(models)
     models.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (.pth/.safetensors), 'laion' or 'v2.5' "
                                                             "(AESTHETIC_MODEL)")
 
@@ -172,6 +173,18 @@ def _resume_plan(args: argparse.Namespace, given: dict) -> tuple[SearchPlan, dic
     return plan, recorded_models(report)
 
 
+def backend_urls(args: argparse.Namespace, recorded: dict) -> dict:
+    """The Flux and vision service URLs (cli/remote.py). ComfyUI workers take the Flux service's place: a
+    FLUX_API_URL in the environment yields to --comfy-workers, an explicit --flux-url beside it is refused."""
+    urls = remote.service_urls(args, recorded)
+    if getattr(args, "comfy_workers", None) or recorded.get("comfy_workers"):
+        if getattr(args, "flux_url", None) not in (None, remote.IN_PROCESS):
+            raise InvalidParameter("flux_url", "renders on the Flux service and --comfy-workers on ComfyUI "
+                                               "servers: give one of them")
+        urls["flux_url"] = None
+    return urls
+
+
 def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> dict:
     """Which models to load: a flag wins, then (on --resume) what the run recorded, then the environment."""
     def pick(flag: str, env_value):
@@ -190,23 +203,26 @@ def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> d
             "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload),
             "comfy_workers": pick("comfy_workers", None), "render_workflow": pick("render_workflow", None),
             "worker_timeout": getattr(args, "worker_timeout", None),
-            "true_cfg": pick("true_cfg", None)}
+            "true_cfg": pick("true_cfg", None),
+            **backend_urls(args, recorded)}
 
 
 def check_models(settings: dict, lora_flag: str) -> None:
     """Every file and name the models need, without loading one. Cheapest first: CLIP checks import open_clip."""
+    settings["device"] = checks.check_device(settings["device"], flag="device")
     if settings.get("comfy_workers"):         # the workers render: no local Flux to check
         workers.check_workers(settings)
-    else:
+    elif not settings.get("flux_url"):        # with the Flux service, the service checks its model and LoRAs
         checks.check_flux(settings["flux"], settings["flux_base"], flag="flux")
         checks.check_loras(settings["loras"], flag=lora_flag)
-    settings["device"] = checks.check_device(settings["device"], flag="device")
-    if settings["offload"] and not settings.get("comfy_workers"):
+    if settings["offload"] and not settings.get("comfy_workers") and not settings.get("flux_url"):
         from ..generation.diffusers_flux import pick_device  # the generator's own device choice when none is given
 
         if pick_device(settings["device"]).type == "cpu":
             raise InvalidParameter("offload", "moves Flux's parts to the GPU only while they run; this run is on "
                                               "the CPU")
+    if settings.get("vision_url"):         # the vision service has loaded its own models
+        return
     checks.check_clip(settings["clip"], flag="clip")
     checks.check_aesthetic(settings["aesthetic"], flag="aesthetic")
     checks.check_head_fits_clip(settings["aesthetic"], settings["clip"], flag="aesthetic")
@@ -239,7 +255,8 @@ def recorded_models(report: dict) -> dict:
         names = {"ollama_url": "ollama_url", "llm_model": "llm_model", "flux": "flux", "flux_base": "flux_base",
                  "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora",
                  "comfy_workers": "comfy_workers", "render_workflow": "render_workflow",
-                 "true_cfg": "true_cfg"}
+                 "true_cfg": "true_cfg",
+                 "flux_url": "flux_url", "vision_url": "vision_url"}
         return {flag: cli[key] for key, flag in names.items() if cli.get(key) is not None}
     found = {}
     llm = config.get("llm") or {}
@@ -311,11 +328,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..scoring.scorer import load_scorer
 
-    # Workers first: a worker typo or all of them down fails before the scorer loads.
+    # Workers and services first: a typo in a URL, or a backend that is down, fails before anything loads.
     generator = workers.connect_pool(s, say) if s["comfy_workers"] else None
-    say(f"loading scorer {s['clip']} + aesthetic {s['aesthetic'] or 'LAION (default)'} ...")
-    scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"],
-                         caption_client=caption_client)
+    service_generator, scorer = remote.connect({**s, "caption_client": caption_client}, say)
+    generator = generator or service_generator
+    if scorer is None:
+        say(f"loading scorer {s['clip']} + aesthetic {s['aesthetic'] or 'LAION (default)'} ...")
+        scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"],
+                             caption_client=caption_client)
     if generator is None:
         from ..generation.diffusers_flux import DiffusersFluxGenerator
 
@@ -387,7 +407,10 @@ def record_cli_settings(search, plan: SearchPlan) -> None:
     search.extra_config["cli"] = {"llm_model": s["llm_model"], "ollama_url": s["ollama_url"], "flux": s["flux"],
                                   "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
                                   "caption_model": s["caption_model"], "true_cfg": s["true_cfg"],
-                                  "loras": [dataclasses.asdict(lora) for lora in s["loras"]]}
+                                  "loras": [dataclasses.asdict(lora) for lora in s["loras"]],
+                                  # "in-process" rather than null, so --resume keeps the backends the run used
+                                  "flux_url": s.get("flux_url") or remote.IN_PROCESS,
+                                  "vision_url": s.get("vision_url") or remote.IN_PROCESS}
     if s.get("comfy_workers"):
         search.extra_config["cli"].update(comfy_workers=",".join(s["comfy_workers"]),
                                           render_workflow=workers.workflow_path(s["render_workflow"]))

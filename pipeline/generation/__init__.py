@@ -4,7 +4,8 @@ implements (`protocol`), where a Flux model or LoRA comes from (`sources`, `lora
 render through their API queue (`comfy_workers`). ComfyUI's own sampler backend is
 `nodes/comfy_generator.py` (it imports ComfyUI, so it lives with the nodes).
 
-May import: pipeline.config, pipeline.errors, pipeline.images, pipeline.sources, pipeline.comfy_api.
+May import: pipeline.config, pipeline.errors, pipeline.images, pipeline.sources, pipeline.comfy_api,
+pipeline.services.protocol (the wire format the Flux service's client speaks).
 
     from pipeline.generation import DiffusersFluxGenerator, GenerationRequest
 """

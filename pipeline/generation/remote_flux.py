@@ -1,10 +1,13 @@
 """Client for the seed's Flux HTTP service (`python -m pipeline.services.flux`, default http://localhost:8001).
 
-`POST /generate` renders one image per call and answers with the PNG's path on the service's disk, so client and
-service share a filesystem (the seed runs both on one machine). Errors carry the service's own message.
+`POST /generate` renders one image per call. The service answers with the PNG's path on its disk and, when asked
+(`transfer="f32"`, the default, or `"png"`), with the image itself, so client and service need not share a
+filesystem and, with f32, the client gets the rendered tensor bit for bit (not its 8-bit PNG rounding).
+`transfer="path"` reads the PNG from the shared disk, as the seed's client does. Errors carry the service's message.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,16 +18,23 @@ import requests
 from ..config import DEFAULT_FLUX_API_URL, LoraSpec
 from ..errors import GenerationFailed, Interrupted, InvalidParameter
 from .protocol import GenerationRequest, GenerationResult, StepCallback, StopCheck
+from ..services.protocol import send_when_free
 
 START_HINT = "start it with `python -m pipeline.services.flux --port 8001` (FLUX_API_URL says where it listens)"
 
 
 class RemoteFluxClient:
     """Generator backed by the Flux service. LoRAs given here are sent with every request (the service loads
-    each file once and only re-weights afterwards)."""
+    each file once and only re-weights afterwards). With none given, the service's own default LoRAs apply when
+    `use_service_loras` is true (as for the seed's clients), and no LoRA at all when it is false; each image's
+    metadata says which LoRAs the service used.
+
+    `defaults` (optional) holds the image settings (width, height, steps, guidance, sampler, scheduler) that
+    `request()` and the search node take, as for the ComfyUI generator."""
 
     def __init__(self, base_url: str = DEFAULT_FLUX_API_URL, timeout: float = 120, loras: Sequence = (),
-                 health_timeout: float = 10):
+                 health_timeout: float = 10, use_service_loras: bool = True,
+                 defaults: Optional[GenerationRequest] = None, transfer: str = "f32"):
         if not base_url or not base_url.startswith(("http://", "https://")):
             raise InvalidParameter("FLUX_API_URL", f"must be an http(s) URL, got {base_url!r}")
         if timeout <= 0:
@@ -33,7 +43,18 @@ class RemoteFluxClient:
         self.timeout = float(timeout)
         self.health_timeout = float(health_timeout)
         self.loras = [lora if isinstance(lora, LoraSpec) else LoraSpec.from_dict(lora) for lora in loras]
+        self.use_service_loras = bool(use_service_loras)
+        if transfer not in ("f32", "png", "path"):
+            raise InvalidParameter("transfer", f"must be f32, png or path, got {transfer!r}")
+        self.transfer = transfer
+        self.defaults = defaults.validate() if defaults is not None else None
         self._http = requests.Session()
+
+    def request(self, prompt: str, seed: int, negative: Optional[str] = None) -> GenerationRequest:
+        """A request with this client's image settings (GenerationRequest's own defaults without `defaults`)."""
+        if self.defaults is None:
+            return GenerationRequest(prompt=prompt, seed=seed, negative=negative)
+        return dataclasses.replace(self.defaults, prompt=prompt, seed=seed, negative=negative)
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> "RemoteFluxClient":
@@ -45,7 +66,8 @@ class RemoteFluxClient:
     def _call(self, method: str, path: str, timeout: float, **kwargs) -> dict:
         url = f"{self.base_url}{path}"
         try:
-            response = self._http.request(method, url, timeout=timeout, **kwargs)
+            # A busy service (503) says when to come back: wait that long, within the client's own timeout.
+            response = send_when_free(lambda: self._http.request(method, url, timeout=timeout, **kwargs), timeout)
         except requests.Timeout:
             raise GenerationFailed(f"Flux service at {self.base_url} did not answer {method} {path} within "
                                    f"{timeout:g} s (raise the client timeout for slow cards)") from None
@@ -55,6 +77,12 @@ class RemoteFluxClient:
         if response.status_code == 422:
             field, message = _validation_error(response)
             raise InvalidParameter(field, f"rejected by the Flux service at {self.base_url}: {message}")
+        if response.status_code == 403:
+            raise InvalidParameter("loras", f"refused by the Flux service at {self.base_url}: {_detail(response)}")
+        if response.status_code == 503:
+            wait = response.headers.get("Retry-After", "?")
+            raise GenerationFailed(f"Flux service at {self.base_url} is busy (503, Retry-After {wait} s): "
+                                   f"{_detail(response)}")
         if response.status_code >= 400:
             raise GenerationFailed(f"Flux service at {self.base_url} answered {response.status_code} to "
                                    f"{method} {path}: {_detail(response)}")
@@ -72,7 +100,8 @@ class RemoteFluxClient:
         return {"prompt": request.prompt, "width": request.width, "height": request.height,
                 "steps": request.steps, "guidance": request.guidance, "seed": request.seed,
                 "negativePrompt": request.negative, "sampler": request.sampler, "scheduler": request.scheduler,
-                "loras": [asdict(lora) for lora in self.loras]}
+                "loras": [asdict(lora) for lora in self.loras], "useDefaultLoras": self.use_service_loras,
+                **({"returnImage": self.transfer} if self.transfer != "path" else {})}
 
     def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
                  should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
@@ -85,7 +114,7 @@ class RemoteFluxClient:
                 raise Interrupted(f"image generation stopped after {len(results)}/{len(requests)} images")
             start = time.perf_counter()
             answer = self._call("POST", "/generate", self.timeout, json=self.body(request))
-            image = self._read_png(answer.get("localPath"))
+            image = self._image(answer)
             metadata = dict(answer.get("metadata") or {}, backend="remote-flux", service=self.base_url)
             results.append(GenerationResult(image=image, seed=int(metadata.get("seed", request.seed)),
                                             seconds=time.perf_counter() - start,
@@ -95,6 +124,16 @@ class RemoteFluxClient:
             if on_step is not None:
                 on_step(done, total)
         return results
+
+    def _image(self, answer: dict):
+        if self.transfer == "path" or "image" not in answer:     # an older service ignores returnImage
+            return self._read_png(answer.get("localPath"))
+        from ..services.protocol import decode_image
+
+        try:
+            return decode_image(answer["image"])
+        except ValueError as exc:
+            raise GenerationFailed(f"Flux service at {self.base_url} sent an unreadable image: {exc}") from None
 
     def _read_png(self, local_path: Optional[str]):
         from PIL import Image
@@ -111,8 +150,12 @@ class RemoteFluxClient:
             return pil_to_tensor(image)
 
     def describe(self) -> dict:
-        return {"backend": "remote-flux", "url": self.base_url, "timeout": self.timeout,
-                "loras": [asdict(lora) for lora in self.loras]}
+        info = {"backend": "remote-flux", "url": self.base_url, "timeout": self.timeout, "transfer": self.transfer,
+                "loras": [asdict(lora) for lora in self.loras], "use_service_loras": self.use_service_loras}
+        if self.defaults is not None:
+            info.update({name: getattr(self.defaults, name) for name in
+                         ("width", "height", "steps", "guidance", "sampler", "scheduler")})
+        return info
 
 
 def _reason(exc: Exception) -> str:

@@ -1,7 +1,8 @@
 """The scoring part: CLIP alignment and an aesthetic head from one image pass (`scorer`), open_clip loading
-(`clip`), the aesthetic heads (`aesthetic`) and where those models come from (`sources`).
+(`clip`), the aesthetic heads (`aesthetic`), where those models come from (`sources`), and the client of the
+vision service that gives the same scores remotely (`remote`).
 
-May import: pipeline.config, pipeline.errors, pipeline.images, pipeline.sources.
+May import: pipeline.config, pipeline.errors, pipeline.images, pipeline.sources, pipeline.services.protocol.
 
     from pipeline.scoring import load_scorer
     scores = load_scorer("ViT-L-14/openai").score(images, "a lighthouse at dusk")
@@ -10,5 +11,6 @@ from .. import lazy_exports
 
 _EXPORTS = {name: ".scorer" for name in (
     "Scorer", "ImageScore", "load_scorer", "total_score", "describe_score", "DEFAULT_ALPHA")}
+_EXPORTS["RemoteScorer"] = ".remote"
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -1,15 +1,28 @@
 """The seed's Flux HTTP service, served by the diffusers backend.
 
     python -m pipeline.services.flux --host 127.0.0.1 --port 8001 [--model ID_OR_PATH] [--base ID_OR_DIR]
-        [--out DIR] [--device cuda] [--offload] [--lora PATH[:WEIGHT[:TRIGGER]] ...]
+        [--out DIR] [--device cuda] [--offload] [--lora PATH[:WEIGHT[:TRIGGER]] ...] [--lora-dir DIR ...]
+        [--queue-depth N] [--keep-images N] [--keep-hours H]
 
-POST /generate {prompt, height, width, steps, guidance, seed, negativePrompt, loras: [{path, trigger, weight}]}
-  -> {localPath, metadata, revisedPrompt}; GET /health -> {status, model, device, loras, ...}.
+POST /generate {prompt, height, width, steps, guidance, seed, negativePrompt, sampler, scheduler,
+                loras: [{path, trigger, weight}] | [{path, scale}] | ["path", ...], lora_scale | loraScale,
+                useDefaultLoras}
+  -> {localPath, metadata, revisedPrompt}; GET /health -> {status, model, model_loaded, device, loras, queue, ...}.
+
+LoRAs, as the seed's service does them: `loras` omitted, null or `[]` means the service's own LoRAs (--lora /
+FLUX_LORAS), re-weighted by `lora_scale` when given; a list names exactly the LoRAs to use (paths take the shared
+`lora_scale`, else 1.0). To render without any LoRA on a service that has default LoRAs, send
+`useDefaultLoras: false` with `loras: []`. `returnImage: "f32"` (the rendered tensor, bit for bit) or `"png"` adds
+the image itself to the answer as `image`, for clients that do not share the service's filesystem. A LoRA path in
+a request must lie in a --lora-dir folder (403 otherwise).
+
+Sampler and scheduler names the backend lacks (the seed's UI offers dpmpp_2m, euler_a, ddim, lcm, schedule beta)
+are replaced by the closest it has and reported in `metadata.adjusted`, never refused.
 
 Differences from the seed's service, on purpose: the pipeline loads once at startup (the port opens when the
 model is ready); each LoRA file is loaded once and later requests only switch adapters and weights; a request
-without `seed` gets a random one that is reported in `metadata.seed`; `loras` omitted means the service's own
-LoRAs (--lora / FLUX_LORAS), `loras: []` means none; the seed's `{path, scale}` LoRA form is accepted too.
+without `seed` gets a random one that is reported in `metadata.seed`; at most --queue-depth requests wait behind
+the one rendering (then 503 with Retry-After); the PNGs are pruned to --keep-images / --keep-hours.
 """
 from __future__ import annotations
 
@@ -17,10 +30,9 @@ import argparse
 import json
 import os
 import secrets
-import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, Union
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
@@ -28,19 +40,26 @@ from ..config import LoraSpec, Settings
 from ..errors import GenerationFailed, InvalidParameter, ModelNotFound
 from ..generation.protocol import GenerationRequest
 from ..record.pnginfo import save_png
+from .compat import adjust_sampler, adjust_scheduler
+from .confine import AllowedRoots, OutsideRoots
+from .load import Busy, RenderQueue, prune_outputs
+from .protocol import encode_image
 
 # Body field names for GenerationRequest / generator parameter names, for 422 locations.
 _FIELD_NAMES = {"negative": "negativePrompt"}
+OUTPUT_PATTERN = "flux_*.png"          # retention only ever deletes the service's own files
+DEFAULT_QUEUE_DEPTH = 16
+DEFAULT_KEEP_IMAGES = 1000
 
 
 class LoraBody(BaseModel):
     path: str = Field(min_length=1)
     trigger: str = ""
-    weight: float = Field(1.0, validation_alias=AliasChoices("weight", "scale"))
+    weight: Optional[float] = Field(None, validation_alias=AliasChoices("weight", "scale"))
 
 
 class GenerateBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")     # seed clients also send model, fix_faces, ... (unused here)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)  # seed clients also send model, fix_faces...
 
     prompt: str = Field(min_length=1)
     height: int = 1024
@@ -49,7 +68,10 @@ class GenerateBody(BaseModel):
     guidance: float = Field(3.5, ge=0)
     seed: Optional[int] = Field(None, ge=0, lt=2**64)
     negativePrompt: Optional[str] = None
-    loras: Optional[list[LoraBody]] = None
+    loras: Optional[list[Union[LoraBody, str]]] = None
+    lora_scale: Optional[float] = Field(None, validation_alias=AliasChoices("lora_scale", "loraScale"))
+    useDefaultLoras: bool = True
+    returnImage: Optional[Literal["f32", "png"]] = None     # also send the image in the answer (see below)
     sampler: Optional[str] = None
     scheduler: Optional[str] = None
 
@@ -61,61 +83,132 @@ class GenerateBody(BaseModel):
                              f"got {value}")
         return value
 
+    @field_validator("loras")
+    @classmethod
+    def _paths_not_empty(cls, value):
+        if value and any(isinstance(item, str) and not item.strip() for item in value):
+            raise ValueError("a LoRA path is empty")
+        return value
 
-def _unprocessable(field: str, message: str):
+
+def _error(status: int, field: str, message: str, headers: Optional[dict] = None):
     from fastapi.responses import JSONResponse
 
-    return JSONResponse(status_code=422, content={"detail": [
-        {"loc": ["body", _FIELD_NAMES.get(field, field)], "msg": message, "type": "value_error"}]})
+    if status == 422:
+        content = {"detail": [{"loc": ["body", _FIELD_NAMES.get(field, field)], "msg": message,
+                               "type": "value_error"}]}
+    else:
+        content = {"detail": message}
+    return JSONResponse(status_code=status, content=content, headers=headers)
 
 
-def create_app(generator, out_dir: str | os.PathLike, default_loras=()):
-    """FastAPI app around a ready DiffusersFluxGenerator. Endpoints are plain `def`s: FastAPI runs them in a
-    thread pool, so /health answers while an image renders; a lock serialises use of the one pipeline."""
+class LoraRefused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def request_loras(body: GenerateBody, default_loras: list, lora_roots: AllowedRoots) -> list[LoraSpec]:
+    """The LoRAs one request renders with (see the module docstring), request paths confined to the roots."""
+    if not body.loras:
+        if not body.useDefaultLoras:
+            return []
+        if body.lora_scale is None:
+            return list(default_loras)
+        return [LoraSpec(l.path, l.trigger, body.lora_scale) for l in default_loras]
+    specs = []
+    for item in body.loras:
+        entry = LoraBody(path=item) if isinstance(item, str) else item
+        weight = entry.weight if entry.weight is not None else (body.lora_scale if body.lora_scale is not None
+                                                                else 1.0)
+        try:
+            found = lora_roots.find(entry.path, (".safetensors",), field="loras")
+        except OutsideRoots as exc:
+            raise LoraRefused(403, str(exc)) from None
+        if found is None:
+            raise LoraRefused(422, f"LoRA {entry.path!r} not found. Looked for: "
+                                   f"{', '.join(lora_roots.candidates(entry.path, ('.safetensors',)))}. LoRA folders "
+                                   f"searched: {lora_roots} (start the service with --lora-dir DIR to add one)")
+        specs.append(LoraSpec(str(found), entry.trigger, weight))
+    return specs
+
+
+def create_app(generator, out_dir: str | os.PathLike, default_loras=(), lora_dirs=("loras",),
+               queue_depth: int = DEFAULT_QUEUE_DEPTH, keep_images: Optional[int] = DEFAULT_KEEP_IMAGES,
+               keep_hours: Optional[float] = None):
+    """FastAPI app around a ready DiffusersFluxGenerator. Renders run one at a time in a worker thread, queued on
+    the event loop (pipeline.services.load), so /health answers while an image renders."""
     from fastapi import FastAPI
 
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     default_loras = [l if isinstance(l, LoraSpec) else LoraSpec.from_dict(l) for l in default_loras]
-    lock = threading.Lock()
+    lora_roots = AllowedRoots(lora_dirs, "--lora-dir")
+    queue = RenderQueue(queue_depth, what="render")
+    max_age_s = keep_hours * 3600 if keep_hours is not None else None
     app = FastAPI(title="Prompt Beam Flux service")
 
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:
         info = generator.describe()
-        return {"status": "ok", "model": info["model"], "device": info["device"], "dtype": info["dtype"],
-                "offload": info["offload"], "guidance_embeds": info["guidance_embeds"],
+        return {"status": "ok", "model": info["model"], "model_loaded": True, "device": info["device"],
+                "dtype": info["dtype"], "offload": info["offload"], "guidance_embeds": info["guidance_embeds"],
                 "loras": [{"file": l.file, "adapter": l.adapter} for l in generator.loaded_loras],
                 "active_loras": info["loras"], "lora_loads": generator.lora_loads,
-                "default_loras": [vars(l) for l in default_loras], "out": str(out)}
+                "default_loras": [vars(l) for l in default_loras], "lora_dirs": [str(d) for d in lora_roots],
+                "out": str(out), "queue": queue.describe(),
+                "retention": {"keep_images": keep_images, "keep_hours": keep_hours}}
+
+    @app.get("/download/status")
+    async def download_status() -> dict:
+        # The seed's client asks this before every render to pick its timeout; the model here is always loaded.
+        return {"status": "downloaded", "model": generator.describe()["model"], "model_loaded": True}
 
     @app.post("/generate")
-    def generate(body: GenerateBody):
+    async def generate(body: GenerateBody):
         seed = body.seed if body.seed is not None else secrets.randbelow(2**32)
         steps = body.steps or (28 if generator.guidance_embeds else 4)
+        sampler, sampler_note = adjust_sampler(body.sampler)
+        scheduler, scheduler_note = adjust_scheduler(body.scheduler)
+        adjusted = [note for note in (sampler_note, scheduler_note) if note]
         request = GenerationRequest(prompt=body.prompt, seed=seed, width=body.width, height=body.height,
-                                    steps=steps, guidance=body.guidance, negative=body.negativePrompt,
-                                    sampler=body.sampler, scheduler=body.scheduler)
-        loras = default_loras if body.loras is None else [LoraSpec(l.path, l.trigger, l.weight) for l in body.loras]
+                                    steps=steps, guidance=body.guidance, negative=body.negativePrompt or None,
+                                    sampler=sampler, scheduler=scheduler)
         try:
+            loras = request_loras(body, default_loras, lora_roots)
             generator.check_request(request)
-            with lock:
-                generator.use_loras(loras)
-                result = generator.generate([request])[0]
+        except LoraRefused as exc:
+            return _error(exc.status, "loras", str(exc))
         except InvalidParameter as exc:
-            return _unprocessable(exc.name, str(exc))
-        except ModelNotFound as exc:          # a LoRA that is missing or made for another model
-            return _unprocessable("loras", str(exc))
-        except GenerationFailed as exc:
-            from fastapi.responses import JSONResponse
+            return _error(422, exc.name, str(exc))
 
-            return JSONResponse(status_code=500, content={"detail": str(exc)})
+        def render():
+            generator.use_loras(loras)
+            return generator.generate([request])[0]
+
+        try:
+            result = await queue.run(render)
+        except Busy as exc:
+            return _error(503, "queue", str(exc), headers={"Retry-After": str(exc.retry_after)})
+        except InvalidParameter as exc:
+            return _error(422, exc.name, str(exc))
+        except ModelNotFound as exc:          # a LoRA that is unreadable or made for another model
+            return _error(422, "loras", str(exc))
+        except GenerationFailed as exc:
+            return _error(500, "generate", str(exc))
         path = out / f"flux_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns() % 10**9:09d}_{seed}.png"
         metadata = {**result.metadata, "prompt": result.prompt, "seed": seed, "seconds": round(result.seconds, 3),
                     "negativePrompt": body.negativePrompt}
+        if adjusted:
+            metadata["adjusted"] = adjusted
+            metadata["requested_sampler"], metadata["requested_scheduler"] = body.sampler, body.scheduler
         save_png(path, result.image, {"prompt": result.prompt, "seed": str(seed),
                                       "promptbeam": json.dumps(metadata, default=str)})
-        return {"localPath": str(path), "metadata": metadata, "revisedPrompt": result.prompt}
+        prune_outputs(out, OUTPUT_PATTERN, keep_images, max_age_s)
+        answer = {"localPath": str(path), "metadata": metadata, "revisedPrompt": result.prompt}
+        if body.returnImage:
+            answer["image"] = encode_image(result.image, body.returnImage)
+        return answer
 
     return app
 
@@ -134,8 +227,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--offload", action="store_true", help="model CPU offload, for cards with <= 12 GB")
     parser.add_argument("--lora", action="append", default=None, metavar="PATH[:WEIGHT[:TRIGGER]]",
                         help="LoRA used when a request names none (repeatable; default: FLUX_LORAS)")
+    parser.add_argument("--lora-dir", dest="lora_dirs", action="append", default=None, metavar="DIR",
+                        help="folder requests may name LoRAs from (repeatable; default: FLUX_LORAS_DIR, else "
+                             "./loras); a request LoRA elsewhere is refused with 403")
+    parser.add_argument("--queue-depth", type=int, default=DEFAULT_QUEUE_DEPTH, metavar="N",
+                        help=f"requests that may wait behind the one rendering; more get 503 + Retry-After "
+                             f"(default {DEFAULT_QUEUE_DEPTH})")
+    parser.add_argument("--keep-images", type=int, default=DEFAULT_KEEP_IMAGES, metavar="N",
+                        help=f"keep only the newest N PNGs in --out, 0 = keep all (default {DEFAULT_KEEP_IMAGES})")
+    parser.add_argument("--keep-hours", type=float, default=None, metavar="H",
+                        help="also delete PNGs in --out older than H hours (default: no age limit)")
     args = parser.parse_args(argv)
     args.loras = [LoraSpec.parse_cli(text) for text in args.lora] if args.lora else list(settings.flux_loras)
+    if not args.lora_dirs:
+        from ..generation.loras import default_lora_dirs
+
+        args.lora_dirs = default_lora_dirs()
+    for flag, value in (("--queue-depth", args.queue_depth), ("--keep-images", args.keep_images),
+                        ("--keep-hours", args.keep_hours)):
+        if value is not None and value < 0:
+            parser.error(f"{flag} must be >= 0, got {value}")
     return args
 
 
@@ -155,7 +266,9 @@ def main(argv=None) -> int:
     except PromptBeamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidParameter) else 1
-    app = create_app(generator, args.out, default_loras=args.loras)
+    app = create_app(generator, args.out, default_loras=args.loras, lora_dirs=args.lora_dirs,
+                     queue_depth=args.queue_depth, keep_images=args.keep_images or None,
+                     keep_hours=args.keep_hours or None)
     print(f"Flux service: {args.model} on {generator.device} at http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -1,15 +1,24 @@
 """The seed's local vision service, served by the CLIP + aesthetic scorer.
 
     python -m pipeline.services.vision --host 127.0.0.1 --port 8002 [--clip ID] [--aesthetic PATH|v2.5]
-        [--aesthetic-dir DIR] [--device auto|cuda|cpu] [--dtype auto|fp16|bf16|fp32]
+        [--aesthetic-dir DIR] [--device auto|cuda|cpu] [--dtype auto|fp16|bf16|fp32] [--allow-dir DIR ...]
+        [--queue-depth N]
 
 POST /analyze {imagePath | imageUrl, prompt} -> {alignmentScore, aestheticScore, analysis, strengths, weaknesses};
-GET /health -> {status, device, models, model_loaded, scorer}; POST /load and POST /unload move the weights.
+POST /score {images: [PNG base64 | {png} | {f32, shape}], prompt | prompts} -> {scores: [{alignment, aesthetic}]}
+(a batch in one CLIP forward, for pipeline.remote_scorer.RemoteScorer);
+GET /health -> {status, device, models, model_loaded, scorer, queue}; POST /load and POST /unload move the weights.
+
+File access is confined: `imagePath` is read only inside the --allow-dir folders (default: ./output, where the
+Flux service writes output/flux and the seed's app copies its images), after symlinks and `..` are resolved;
+anything else is a 403 that names the flag. `imageUrl` takes http(s) URLs (10 s timeout, 64 MB cap) and data:
+URLs; file:// URLs are refused (403), send the file as imagePath instead.
 
 Differences from the seed's service, on purpose: real scores (CLIPScore alignment, LAION aesthetic predictor)
 instead of a clamped logit and a size heuristic; the scorer loads once at startup (the port opens when it is
-ready); an unreadable image is a 400 and a scoring failure a 500, never the seed's silent 50.0 / 5.0; imageUrl also
-takes file:// and data: URLs. CLIP_MODEL and AESTHETIC_MODEL set the defaults of --clip and --aesthetic.
+ready); an unreadable image is a 400 and a scoring failure a 500, never the seed's silent 50.0 / 5.0; at most
+--queue-depth requests wait behind the one scoring (then 503 with Retry-After). CLIP_MODEL and AESTHETIC_MODEL set
+the defaults of --clip and --aesthetic.
 """
 from __future__ import annotations
 
@@ -19,6 +28,7 @@ import binascii
 import io
 import os
 import sys
+import time
 import urllib.parse
 import urllib.request
 from typing import Optional
@@ -27,9 +37,14 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import InvalidParameter, PromptBeamError
+from .confine import AllowedRoots, OutsideRoots
+from .load import Busy, RenderQueue
+from .vision_batch import ScoreBody, decode_images
 
 MAX_DOWNLOAD_BYTES = 64 << 20        # a generated image is a few MB; refuse to buffer anything much larger
 FETCH_TIMEOUT_S = 10.0               # the seed's timeout for imageUrl
+DEFAULT_ALLOW_DIRS = ("output",)     # the Flux service's --out default (output/flux) and the seed app's output/
+DEFAULT_QUEUE_DEPTH = 32
 
 
 class AnalyzeBody(BaseModel):
@@ -40,77 +55,112 @@ class AnalyzeBody(BaseModel):
     prompt: Optional[str] = None
 
 
-def create_app(scorer) -> FastAPI:
-    """The HTTP app around a loaded Scorer (the scorer serialises its own model calls)."""
+def create_app(scorer, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT_QUEUE_DEPTH) -> FastAPI:
+    """The HTTP app around a loaded Scorer. Scoring runs in a worker thread, one call at a time, queued on the
+    event loop (pipeline.services.load), so /health answers while images are scored."""
+    from fastapi.responses import JSONResponse
+
     app = FastAPI(title="Prompt Beam vision service")
+    roots = AllowedRoots(allow_dirs, "--allow-dir")
+    queue = RenderQueue(queue_depth, what="scoring call")
 
-    @app.get("/health")
-    def health() -> dict:
-        info = scorer.describe()
-        return {"status": "healthy", "device": info["device"],
-                "models": [info["clip_model"], info["aesthetic_model"]], "model_loaded": info["loaded"],
-                "scorer": info}
-
-    @app.post("/analyze")
-    def analyze(body: AnalyzeBody) -> dict:
-        if not (body.prompt or "").strip():
-            raise HTTPException(422, "prompt: is empty; give the prompt the image was made for")
-        image = load_image(body.imagePath, body.imageUrl)
+    async def in_turn(work):
         try:
-            return scorer.analyze(image, body.prompt)
+            return await queue.run(work)
+        except Busy as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
         except InvalidParameter as exc:
             raise HTTPException(422, str(exc)) from None
         except PromptBeamError as exc:
             raise HTTPException(500, f"scoring failed: {exc}") from None
 
+    @app.get("/health")
+    async def health() -> dict:
+        info = scorer.describe()
+        return {"status": "healthy", "device": info["device"],
+                "models": [info["clip_model"], info["aesthetic_model"]], "model_loaded": info["loaded"],
+                "scorer": info, "queue": queue.describe(), "allow_dirs": [str(root) for root in roots]}
+
+    @app.post("/analyze")
+    async def analyze(body: AnalyzeBody) -> dict:
+        if not (body.prompt or "").strip():
+            raise HTTPException(422, "prompt: is empty; give the prompt the image was made for")
+        image = await _run_blocking(lambda: load_image(body.imagePath, body.imageUrl, roots))
+        return await in_turn(lambda: scorer.analyze(image, body.prompt))
+
+    @app.post("/score")
+    async def score(body: ScoreBody) -> dict:
+        images, texts = decode_images(body, MAX_DOWNLOAD_BYTES)
+        scores = await in_turn(lambda: scorer.score(images, texts))
+        return {"scores": [{"alignment": s.alignment, "aesthetic": s.aesthetic} for s in scores],
+                "scorer": scorer.describe()}
+
     @app.post("/load")
-    def load() -> dict:
-        scorer.load()
-        return health()
+    async def load() -> dict:
+        await in_turn(scorer.load)
+        return await health()
 
     @app.post("/unload")
-    def unload() -> dict:
-        scorer.release("unload")
-        return health()
+    async def unload() -> dict:
+        await in_turn(lambda: scorer.release("unload"))
+        return await health()
+
+    @app.exception_handler(OutsideRoots)
+    async def outside(request, exc: OutsideRoots):
+        return JSONResponse(status_code=403, content={"detail": str(exc)})
 
     return app
 
 
-def load_image(image_path: Optional[str], image_url: Optional[str]):
-    """A PIL image from the request, or an HTTPException that says what is wrong with it."""
+async def _run_blocking(work):
+    """File reads and URL fetches run in a worker thread, outside the scoring line."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(work)
+
+
+def load_image(image_path: Optional[str], image_url: Optional[str], roots: Optional[AllowedRoots] = None):
+    """A PIL image from the request, or an HTTPException that says what is wrong with it. With `roots`, a file is
+    read only inside them (OutsideRoots otherwise)."""
     if image_path and image_url:
         raise HTTPException(422, "give either imagePath or imageUrl, not both")
     if image_path:
-        return _open_image(_read_file(os.path.expanduser(image_path), "imagePath"), "imagePath", image_path)
+        path = os.path.expanduser(image_path)
+        # Read the checked, resolved path: a link swapped in after the check cannot point the read elsewhere.
+        real = str(roots.check(path, "imagePath")) if roots is not None else path
+        return _open_image(_read_file(real, "imagePath", shown=path), "imagePath", image_path)
     if image_url:
         return _open_image(_read_url(image_url), "imageUrl", _short(image_url))
-    raise HTTPException(422, "give imagePath (a file on this machine) or imageUrl (http(s), file:// or data: URL)")
+    raise HTTPException(422, "give imagePath (a file in an --allow-dir folder) or imageUrl (http(s) or data: URL)")
 
 
-def _read_file(path: str, field: str) -> bytes:
+def _read_file(path: str, field: str, shown: Optional[str] = None) -> bytes:
+    shown = shown or path
     if not os.path.exists(path):
-        raise HTTPException(400, f"{field}: file not found: {path}")
+        raise HTTPException(400, f"{field}: file not found: {shown}")
     if not os.path.isfile(path):
-        raise HTTPException(400, f"{field}: {path} is not a file")
+        raise HTTPException(400, f"{field}: {shown} is not a file")
     try:
         with open(path, "rb") as handle:
-            return handle.read()
+            data = handle.read(MAX_DOWNLOAD_BYTES + 1)
     except OSError as exc:
-        raise HTTPException(400, f"{field}: cannot read {path} ({exc.strerror or exc})") from None
+        raise HTTPException(400, f"{field}: cannot read {shown} ({exc.strerror or exc})") from None
+    if len(data) > MAX_DOWNLOAD_BYTES:
+        raise HTTPException(400, f"{field}: {shown} is larger than {MAX_DOWNLOAD_BYTES >> 20} MB")
+    return data
 
 
 def _read_url(url: str) -> bytes:
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise HTTPException(400, f"imageUrl: file:// URLs must point to this machine, got host {parts.netloc!r}")
-        return _read_file(urllib.request.url2pathname(parts.path), "imageUrl")
+        raise OutsideRoots("imageUrl: file:// URLs are not read by this service; send the file as imagePath, which "
+                           "is read inside the --allow-dir folders only")
     if scheme == "data":
         return _read_data_url(url)
     if scheme in ("http", "https"):
         return _fetch(url)
-    raise HTTPException(400, f"imageUrl: unsupported URL {_short(url)!r}; use http(s)://, file:// or data:, "
+    raise HTTPException(400, f"imageUrl: unsupported URL {_short(url)!r}; use http(s):// or data:, "
                              "or imagePath for a file")
 
 
@@ -133,9 +183,12 @@ def _fetch(url: str) -> bytes:
         with requests.get(url, stream=True, timeout=FETCH_TIMEOUT_S) as response:
             if response.status_code != 200:
                 raise HTTPException(400, f"imageUrl: GET {_short(url)} answered HTTP {response.status_code}")
-            data = bytearray()
+            data, deadline = bytearray(), time.monotonic() + FETCH_TIMEOUT_S * 3
             for chunk in response.iter_content(chunk_size=1 << 16):
                 data += chunk
+                if time.monotonic() > deadline:     # `timeout` bounds each read; this bounds a slow trickle
+                    raise HTTPException(400, f"imageUrl: {_short(url)} took longer than "
+                                             f"{FETCH_TIMEOUT_S * 3:g} s to download")
                 if len(data) > MAX_DOWNLOAD_BYTES:
                     raise HTTPException(400, f"imageUrl: {_short(url)} is larger than {MAX_DOWNLOAD_BYTES >> 20} MB")
             return bytes(data)
@@ -180,7 +233,17 @@ def parse_args(argv=None, env=None) -> argparse.Namespace:
                         help=f"folder for aesthetic heads (default: {default_aesthetic_dir()})")
     parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
     parser.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp16, bf16 or fp32")
-    return parser.parse_args(argv)
+    parser.add_argument("--allow-dir", dest="allow_dirs", action="append", default=None, metavar="DIR",
+                        help="folder imagePath may point into (repeatable; default: ./output, which holds the Flux "
+                             "service's output/flux); anything else is refused with 403")
+    parser.add_argument("--queue-depth", type=int, default=DEFAULT_QUEUE_DEPTH, metavar="N",
+                        help=f"requests that may wait behind the one being scored; more get 503 + Retry-After "
+                             f"(default {DEFAULT_QUEUE_DEPTH})")
+    args = parser.parse_args(argv)
+    if args.queue_depth < 0:
+        parser.error(f"--queue-depth must be >= 0, got {args.queue_depth}")
+    args.allow_dirs = args.allow_dirs or list(DEFAULT_ALLOW_DIRS)
+    return args
 
 
 def main(argv=None) -> int:
@@ -198,7 +261,10 @@ def main(argv=None) -> int:
     info = scorer.describe()
     print(f"Vision service: {info['clip_model']} + {info['aesthetic_model']} on {info['device']} "
           f"at http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(create_app(scorer), host=args.host, port=args.port, log_level="warning")
+    app = create_app(scorer, allow_dirs=args.allow_dirs, queue_depth=args.queue_depth)
+    print(f"Vision service: imagePath allowed under {', '.join(os.path.realpath(d) for d in args.allow_dirs)}",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

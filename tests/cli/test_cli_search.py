@@ -19,7 +19,8 @@ from tests.fixtures.tiny_clip import build_tiny_aesthetic
 REPO = Path(__file__).resolve().parents[2]
 # The seed's environment variables: cleared so that the machine's own settings cannot leak into a test.
 SETTING_VARS = ("LLM_PROVIDER", "IMAGE_PROVIDER", "VISION_PROVIDER", "OLLAMA_BASE_URL", "OLLAMA_MODEL", "FLUX_MODEL",
-                "FLUX_LORAS", "FLUX_LORAS_DIR", "CLIP_MODEL", "AESTHETIC_MODEL")
+                "FLUX_LORAS", "FLUX_LORAS_DIR", "CLIP_MODEL", "AESTHETIC_MODEL", "FLUX_API_URL",
+                "LOCAL_VISION_API_URL")
 UNLOADED = {"model": "qwen2.5:7b-instruct", "created_at": "2026-11-25T00:00:00Z", "response": "", "done": True,
             "done_reason": "unload"}
 

@@ -54,7 +54,15 @@ CONTRACT = {
          "scorer": "PROMPTBEAM_SCORER", "beam_width": "INT", "keep_top": "INT", "iterations": "INT",
          "alpha": "FLOAT", "seed": "INT"},
         [("IMAGE", "best_image"), ("STRING", "best_prompt"), ("IMAGE", "finalists"), ("STRING", "report")]),
+    "PromptBeamRemoteFlux": (
+        {"url": "STRING", "width": "INT", "height": "INT", "steps": "INT", "guidance": "FLOAT", "scheduler": COMBO},
+        [("PROMPTBEAM_GENERATOR", "generator")]),
+    "PromptBeamRemoteScorer": (
+        {"url": "STRING"},
+        [("PROMPTBEAM_SCORER", "scorer")]),
 }
+DISPLAY_NAMES = {"PromptBeamRemoteFlux": "Prompt Beam Remote Flux",
+                 "PromptBeamRemoteScorer": "Prompt Beam Remote Scorer"}
 # Fixed contract values of some combos.
 COMBO_VALUES = {("PromptBeamExpand", "dimension"): {"what", "how"},
                 ("PromptBeamRefine", "dimension"): {"what", "how"},
@@ -133,3 +141,12 @@ def test_generation_nodes_use_comfyuis_sampler_and_lora_lists(object_info):
     assert loras == object_info["LoraLoader"]["input"]["required"]["lora_name"][0]
     assert "tiny_flux_lora.safetensors" in loras
     assert object_info["PromptBeamGenerate"]["input"]["required"]["seed"][1]["control_after_generate"] is True
+
+
+def test_remote_nodes_have_their_display_names_and_plug_into_the_search(object_info):
+    for node_id, name in DISPLAY_NAMES.items():
+        assert object_info[node_id]["display_name"] == name
+    search = object_info["PromptBeamSearch"]["input"]["required"]
+    assert search["generator"][0] == object_info["PromptBeamRemoteFlux"]["output"][0]
+    assert search["scorer"][0] == object_info["PromptBeamRemoteScorer"]["output"][0]
+    assert object_info["PromptBeamRemoteFlux"]["input"]["optional"]["loras"][0] == "PROMPTBEAM_LORAS"

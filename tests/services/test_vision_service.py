@@ -24,10 +24,17 @@ def run_service(args, env_extra=None):
 
 
 @pytest.fixture(scope="module")
-def service(tiny_clip_dir, tiny_aesthetic_path):
+def allowed(tmp_path_factory):
+    """The folder the service may read images from (--allow-dir)."""
+    return tmp_path_factory.mktemp("allowed")
+
+
+@pytest.fixture(scope="module")
+def service(tiny_clip_dir, tiny_aesthetic_path, allowed):
     """Scorer settings from the environment (CLIP_MODEL, AESTHETIC_MODEL), device from a flag."""
     port = free_port()
-    process = run_service(["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+    process = run_service(["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--allow-dir",
+                           str(allowed)],
                           {"CLIP_MODEL": f"local-dir:{tiny_clip_dir}", "AESTHETIC_MODEL": tiny_aesthetic_path,
                            "VISION_PROVIDER": "local"})
     url = f"http://127.0.0.1:{port}"
@@ -40,8 +47,8 @@ def service(tiny_clip_dir, tiny_aesthetic_path):
 
 
 @pytest.fixture(scope="module")
-def png(tmp_path_factory):
-    path = tmp_path_factory.mktemp("images") / "fox.png"
+def png(allowed):
+    path = allowed / "fox.png"
     Image.new("RGB", (96, 64), (255, 128, 0)).save(path)
     return path
 
@@ -72,7 +79,7 @@ def test_file_data_and_http_urls_give_the_same_answer(service, png):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(png.parent)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        for url in (png.as_uri(), data_url, f"http://127.0.0.1:{httpd.server_address[1]}/{png.name}"):
+        for url in (data_url, f"http://127.0.0.1:{httpd.server_address[1]}/{png.name}"):
             response = requests.post(service + "/analyze", json={"imageUrl": url, "prompt": "a red fox",
                                                                  "options": {}}, timeout=30)
             assert response.status_code == 200, (url[:40], response.text)
@@ -87,8 +94,8 @@ def test_file_data_and_http_urls_give_the_same_answer(service, png):
 
 
 @pytest.mark.parametrize("body, status, words", [
-    ({"imagePath": "/no/such/image.png", "prompt": "a fox"}, 400, "imagePath: file not found: /no/such/image.png"),
-    ({"imageUrl": "file:///no/such/image.png", "prompt": "a fox"}, 400, "imageUrl: file not found"),
+    ({"imagePath": "/no/such/image.png", "prompt": "a fox"}, 403, "imagePath: /no/such/image.png is outside"),
+    ({"imageUrl": "file:///no/such/image.png", "prompt": "a fox"}, 403, "file:// URLs are not read"),
     ({"imageUrl": "ftp://example.com/a.png", "prompt": "a fox"}, 400, "unsupported URL"),
     ({"imageUrl": "data:image/png;base64,@@@", "prompt": "a fox"}, 400, "not valid base64"),
     ({"imageUrl": "data:image/png;base64,aGVsbG8=", "prompt": "a fox"}, 400, "not an image"),
@@ -101,8 +108,15 @@ def test_bad_requests_are_clear_4xx(service, body, status, words):
     assert words in response.json()["detail"]
 
 
-def test_not_an_image_file(service, tmp_path):
-    text = tmp_path / "notes.png"
+def test_missing_file_inside_the_allowed_folder_is_400(service, allowed):
+    missing = allowed / "gone.png"
+    response = requests.post(service + "/analyze", json={"imagePath": str(missing), "prompt": "a fox"}, timeout=30)
+    assert response.status_code == 400
+    assert response.json()["detail"] == f"imagePath: file not found: {missing}"
+
+
+def test_not_an_image_file(service, allowed):
+    text = allowed / "notes.png"
     text.write_text("not a png")
     response = requests.post(service + "/analyze", json={"imagePath": str(text), "prompt": "a fox"}, timeout=30)
     assert response.status_code == 400
