@@ -14,6 +14,7 @@ import torch
 from .beam_config import BeamConfig
 from .beam_control import run_control_arm
 from .beam_llm import KnownPrompts, RoundPlan, RoundPlanner
+from .beam_stream import recorded_stream
 from .beam_render import RoundRenderer
 from .beam_selection import lineage, select_survivors
 from .beam_types import (STATUS_FAILED, STATUS_PENDING, Candidate, ProgressEvent, SearchCallbacks, SearchResult,
@@ -45,10 +46,13 @@ class SearchRun:
         self.images_done = len(self.candidates) + len((record.report.get("control") or {}).get("seeds", []))
         self._timings_at_start = dict(record.report["timings"])
         self._started = time.monotonic()
-        self.planner = RoundPlanner(ops, config, self.user_prompt, self.check_stop)
+        self.planner = RoundPlanner(ops, config, self.user_prompt, self.check_stop, self.should_stop)
         self.renderer = RoundRenderer(generator, scorer, config, callbacks, self.check_stop, self.should_stop,
                                       config.score_text or self.user_prompt)
-        self._llm_s = 0.0
+        self._llm_s = 0.0                              # time the round loop waited for the LLM
+        self._llm_work_before = record.report["timings"].get("llm_work_s", 0.0)
+        self._llm_work_s = self._llm_work_before       # summed time of the LLM units (they overlap)
+        self._round_position = 0
         self._round_start = self._phase_totals()
         self._llm_at_start = dict(record.report["llm"])
         self._round_timings: list = list(record.report["timings"].get("rounds", []))
@@ -105,65 +109,95 @@ class SearchRun:
                 return "max_iterations"
             if self.recorded_plans is not None and iteration >= self.recorded_plans.rounds:
                 return self.recorded_plans.stop_reason
-            plan = self._plan(iteration)
-            if self.config.low_vram and self.ops is not None:
-                self._unload_llm()
-            finished = self._render(plan)
-            reason = self._select(plan, finished)
+            stream = self._start_round(iteration)
+            try:
+                finished = self._stream(stream)
+            finally:
+                stream.close()
+                self._llm_work_before += stream.llm_work_s
+            reason = self._select(stream.plan, finished)
             if reason:
                 return reason
 
     # ---- phases -------------------------------------------------------------------------------------------------
-    def _plan(self, iteration: int) -> RoundPlan:
+    def _start_round(self, iteration: int):
+        """The round's plan as a stream: recorded (replay, or a resumed round whose LLM work is done) or from
+        the LLM, whose units are already running when this returns."""
         pending = self.record.report.get("pending")
         self._round_start = self._phase_totals()
+        self._progress(iteration, "llm", 0, 0)
+        resumed, planned = None, ()
         if pending and pending.get("iteration") == iteration:
             # Resuming the round in flight: its LLM work is on record, finished candidates are kept.
-            return RoundPlan(iteration, pending.get("dimension"),
-                             [Candidate.from_dict(c) for c in pending["candidates"]], list(pending["duplicates"]))
-        self._progress(iteration, "llm", 0, 0)
+            resumed = RoundPlan(iteration, pending.get("dimension"),
+                                [Candidate.from_dict(c) for c in pending["candidates"]], list(pending["duplicates"]))
+            planned = pending.get("planned_parents")
+            if planned is None:       # the whole round was planned
+                return recorded_stream(resumed)
+        if self.recorded_plans is not None:
+            return recorded_stream(self.recorded_plans.plan(iteration))
+        if iteration == 0:
+            return self.planner.start_round(0, [], [], self.candidates, self.known)
+        return self.planner.start_round(iteration, self.survivors, self._pool(iteration - 1), self.candidates,
+                                        self.known, resumed=resumed, planned_parents=planned)
+
+    def _stream(self, stream) -> list[Candidate]:
+        """Take the round's units in order, rendering each one's candidates while the later ones are still with
+        the LLM. With low_vram every unit is taken first and Ollama is unloaded before anything renders."""
+        plan = stream.plan
+        ready = list(plan.candidates)                 # a resumed round: candidates planned before the interrupt
+        if self.config.low_vram and self.ops is not None:
+            while stream:                             # phase-ordered: the whole round renders as one batch
+                ready += self._take(stream)
+            self._unload_llm()
+        if ready:
+            self._render(plan, ready, stream)
+        while stream:
+            self._render(plan, self._take(stream), stream)
+        return [self.candidates[c.id] for c in plan.candidates]
+
+    def _take(self, stream) -> list[Candidate]:
+        """The next unit's candidates, recorded as the round's plan so far before any of them renders."""
         started = time.perf_counter()
         try:
-            if self.recorded_plans is not None:
-                plan = self.recorded_plans.plan(iteration)
-            elif iteration == 0:
-                plan = self.planner.plan_initial(self.known)
-            else:
-                plan = self.planner.plan_refinement(iteration, self.survivors, self._pool(iteration - 1),
-                                                    self.candidates, self.known)
+            made = stream.next()
         finally:
             self._llm_s += time.perf_counter() - started
+            self._llm_work_s = self._llm_work_before + stream.llm_work_s
             self._save_timings()
-        self.record.set_pending(plan.candidates, iteration, plan.duplicates, plan.dimension)
-        return plan
+        plan = stream.plan
+        self.record.set_pending(plan.candidates, plan.iteration, plan.duplicates, plan.dimension,
+                                planned_parents=None if stream.complete else stream.planned_parents)
+        return made
 
-    def _render(self, plan: RoundPlan) -> list[Candidate]:
-        todo = [c for c in plan.candidates if c.status == STATUS_PENDING and not self.record.has_candidate(c.id)]
-        self._progress(plan.iteration, "generate", 0, len(plan.candidates))
+    def _render(self, plan: RoundPlan, batch: list[Candidate], stream) -> None:
+        """Render, score and record one batch of the round (one unit's candidates)."""
+        todo = [c for c in batch if c.status == STATUS_PENDING and not self.record.has_candidate(c.id)]
+        count = max(stream.expected, len(plan.candidates))
+        self._progress(plan.iteration, "generate", self._round_position, count)
         images = self.renderer.generate(todo)
-        self._progress(plan.iteration, "score", 0, len(plan.candidates))
+        self._progress(plan.iteration, "score", self._round_position, count)
         self.renderer.score(todo, images)
         self.record.write_pngs([(c, images[c.id]) for c in todo if c.ok])
-        finished = []
-        for position, candidate in enumerate(plan.candidates, start=1):
+        for candidate in batch:
+            self._round_position += 1
             if self.record.has_candidate(candidate.id):
-                finished.append(self.candidates[candidate.id])
                 continue
             image = images.get(candidate.id) if candidate.ok else None
             self.record.add_candidate(candidate)      # its PNG is written above
             self.candidates[candidate.id] = candidate
-            if candidate.ok:     # a failed prompt may be tried again by another parent
-                self.known.add(candidate)
             if image is not None:
                 self.images[candidate.id] = image
             self.images_done += 1
-            finished.append(candidate)
             if self.callbacks.on_candidate:
                 self.callbacks.on_candidate(candidate, image)
-            self._progress(plan.iteration, "score", position, len(plan.candidates))
-        return finished
+            self._progress(plan.iteration, "score", self._round_position, count)
 
     def _select(self, plan: RoundPlan, finished: list[Candidate]) -> Optional[str]:
+        for candidate in finished:
+            if candidate.ok:     # a failed prompt may be tried again by another parent
+                self.known.add(candidate)
+        self._round_position = 0
         survivors = select_survivors(self.survivors, finished, self.config.keep_top)
         failed = [c.id for c in finished if c.status == STATUS_FAILED]
         best = survivors[0] if survivors else None
@@ -250,6 +284,7 @@ class SearchRun:
         timings["llm_s"] = base["llm_s"] + self._llm_s
         timings["generate_s"] = base["generate_s"] + self.renderer.generate_s
         timings["score_s"] = base["score_s"] + self.renderer.score_s
+        timings["llm_work_s"] = self._llm_work_s
         timings["wall_s"] = base["wall_s"] + (time.monotonic() - self._started)
         timings["rounds"] = list(self._round_timings)
         self.record.report["llm"] = {"calls": self._llm_at_start["calls"] + self.planner.calls,
