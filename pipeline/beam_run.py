@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import torch
@@ -152,9 +154,28 @@ class SearchRun:
             self._unload_llm()
         if ready:
             self._render(plan, ready, stream)
+        if self.renderer.concurrency > 1:
+            self._render_concurrently(plan, stream)
         while stream:
             self._render(plan, self._take(stream), stream)
         return [self.candidates[c.id] for c in plan.candidates]
+
+    def _render_concurrently(self, plan: RoundPlan, stream) -> None:
+        """A generator that takes several generate() calls at once (e.g. one per remote server): keep up to that
+        many units' batches rendering, and score and record them in plan order on this thread."""
+        in_flight: deque = deque()
+        pool = ThreadPoolExecutor(max_workers=self.renderer.concurrency, thread_name_prefix="promptbeam-render")
+        try:
+            while stream or in_flight:
+                if stream and len(in_flight) < self.renderer.concurrency:
+                    batch = self._take(stream)
+                    todo = self._todo(batch)
+                    in_flight.append((batch, todo, pool.submit(self.renderer.generate, todo)))
+                    continue
+                batch, todo, future = in_flight.popleft()
+                self._render(plan, batch, stream, todo=todo, images=future.result())
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _take(self, stream) -> list[Candidate]:
         """The next unit's candidates, recorded as the round's plan so far before any of them renders."""
@@ -170,12 +191,16 @@ class SearchRun:
                                 planned_parents=None if stream.complete else stream.planned_parents)
         return made
 
-    def _render(self, plan: RoundPlan, batch: list[Candidate], stream) -> None:
-        """Render, score and record one batch of the round (one unit's candidates)."""
-        todo = [c for c in batch if c.status == STATUS_PENDING and not self.record.has_candidate(c.id)]
+    def _todo(self, batch: list[Candidate]) -> list[Candidate]:
+        return [c for c in batch if c.status == STATUS_PENDING and not self.record.has_candidate(c.id)]
+
+    def _render(self, plan: RoundPlan, batch: list[Candidate], stream, todo=None, images=None) -> None:
+        """Render (unless `images` already holds the batch's), score and record one batch of the round."""
+        todo = self._todo(batch) if todo is None else todo
         count = max(stream.expected, len(plan.candidates))
-        self._progress(plan.iteration, "generate", self._round_position, count)
-        images = self.renderer.generate(todo)
+        if images is None:
+            self._progress(plan.iteration, "generate", self._round_position, count)
+            images = self.renderer.generate(todo)
         self._progress(plan.iteration, "score", self._round_position, count)
         self.renderer.score(todo, images)
         self.record.write_pngs([(c, images[c.id]) for c in todo if c.ok])

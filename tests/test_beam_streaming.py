@@ -157,3 +157,30 @@ def test_an_unusable_answer_falls_back_by_rule_and_says_so(tmp_path, fake_ollama
         assert all(c["fallbacks"] == ["refine", "combine"] for c in children)
         assert answer.value["critique"]["recommendation"] == "add a warm rim light"
     assert len(fake_ollama.bodies()) == (2 if broken == "garbage" else 1)
+
+
+def test_a_generator_that_takes_several_calls_renders_batches_at_once_with_the_same_report(tmp_path, fake_ollama):
+    one_at_a_time = search(tmp_path, fake_ollama, "one", llm_concurrency=2, keep_top=2)
+    fake_ollama.reset()
+
+    class TwoServers(HashGenerator):
+        concurrency = 2
+
+        def __init__(self):
+            super().__init__()
+            self.active = self.most = 0
+
+        def generate(self, requests, on_step=None, should_stop=None):
+            with self._lock:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            time.sleep(0.2)           # a remote server's render
+            try:
+                return super().generate(requests, on_step, should_stop)
+            finally:
+                with self._lock:
+                    self.active -= 1
+    generator = TwoServers()
+    two = search(tmp_path, fake_ollama, "two", generator, llm_concurrency=2, keep_top=2)
+    assert generator.most == 2
+    assert comparable(two.report) == comparable(one_at_a_time.report)
