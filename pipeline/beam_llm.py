@@ -91,8 +91,15 @@ class RoundPlanner:
         if iteration == 0:
             plan = RoundPlan(0, None)
             builder = PlanBuilder(plan, known, lambda draft, index: self._image_seed(0, index))
-            unit = self._initial_unit if self.per_round_ops else lambda: self._old_initial(known)
-            return RoundStream(builder, [unit], 1, self.should_stop, expected=self.config.beam_width)
+            n = self.config.beam_width
+            if not self.per_round_ops:
+                return RoundStream(builder, [lambda: self._old_initial(known)], 1, self.should_stop, expected=n)
+            # The N pairs in up to llm_concurrency requests: the first pairs render while the rest are written.
+            groups = min(n, self.config.llm_concurrency)
+            sizes = [n // groups + (1 if i < n % groups else 0) for i in range(groups)]
+            units = [lambda i=i, size=size: self._initial_unit(i, groups, size, sum(sizes[:i]))
+                     for i, size in enumerate(sizes)]
+            return RoundStream(builder, units, self.config.llm_concurrency, self.should_stop, expected=n)
 
         n = self.config.children_per_parent
         dims = [choose_dimension(self.config.dimension_policy, p, pool, iteration) for p in parents]
@@ -118,14 +125,15 @@ class RoundPlanner:
                            parents=[p.id for p, _ in todo], planned_parents=planned_parents, expected=expected)
 
     # ---- per-round operations: one request for round 0, one per parent after --------------------------------
-    def _initial_unit(self) -> list:
-        entries, _ = self._call("expand_pairs", self.ops.expand_pairs, self.user_prompt, self.config.beam_width,
+    def _initial_unit(self, group: int, groups: int, size: int, first: int) -> list:
+        seed = self._seed("expand_pairs") if groups == 1 else self._seed("expand_pairs", group)
+        entries, _ = self._call("expand_pairs", self.ops.expand_pairs, self.user_prompt, size,
                                 descriptiveness=self.config.descriptiveness, style=self.config.style,
-                                combine=self.config.combine_mode == "llm", seed=self._seed("expand_pairs"))
+                                combine=self.config.combine_mode == "llm", seed=seed, part=(group, groups))
         if not entries:
             raise PromptBeamError("the LLM returned no WHAT/HOW pairs for the prompt")
         drafts = []
-        for i, entry in enumerate(entries[:self.config.beam_width]):
+        for i, entry in enumerate(entries[:size], start=first):
             draft = _Draft(None, None, entry["what"], entry["how"], key=(0, i), prompt=entry.get("prompt") or "",
                            fallbacks=list(entry.get("fallbacks") or []))
             drafts.append(self._templated(draft))

@@ -50,6 +50,15 @@ Each improved {dim} text ("{key}"):
 {prompt_rule}Answer with JSON only: {{"critique": "...", "recommendation": "...", "reason": "...",
 "children": [{fields}, ...]}} with exactly {n} children."""
 
+# When round 0 is split over several requests (so the first pairs render while the others are written), each
+# request gets its own direction: the requests cannot see each other, and this keeps their entries apart.
+DIRECTIONS = ("the most direct, faithful reading of the request",
+              "a different setting or arrangement of the same subject, in a different medium",
+              "a closer, more detailed view with bold, directional light",
+              "a wider view with strong atmosphere and a distinctive palette",
+              "a fitting but less obvious time of day, season or weather",
+              "a stylised, illustrative take with a graphic composition")
+
 PROMPT_RULE = ('Each child also has "prompt": its new {dim} text merged with the unchanged {other} half into the one '
                "prompt the image model renders. {combine_rules}\n")
 
@@ -87,9 +96,11 @@ class RoundOperations:
     """Mixed into PromptEngine: uses its `_ask`, `_refuse_fallback` and `combine_template`."""
 
     def expand_pairs(self, prompt: str, n: int, descriptiveness: int = 2, style: str = "natural",
-                     combine: bool = True, seed: Optional[int] = None) -> OpResult[list]:
+                     combine: bool = True, seed: Optional[int] = None, part: Optional[tuple] = None
+                     ) -> OpResult[list]:
         """n distinct {what, how, prompt, fallbacks} entries for the user's prompt, in one call. combine=False
-        leaves "prompt" empty (the caller combines by template)."""
+        leaves "prompt" empty (the caller combines by template). part=(i, k): this call writes the i-th of k
+        groups of a round's pairs; it takes DIRECTIONS[i] and its fallbacks start past the earlier groups'."""
         prompt, n = _text("prompt", prompt), _count("n", n, MAX_PAIRS)
         descriptiveness, style = _descriptiveness(descriptiveness), _style(style)
         keys = ("what", "how", "prompt") if combine else ("what", "how")
@@ -98,6 +109,10 @@ class RoundOperations:
                                      combine_rules=_combine_rules(descriptiveness, style) if combine else
                                      "Not needed: leave it out.", n=n, fields=_fields(keys))
         user = f"User request: {tpl._quote(prompt)}\n\nWrite {n} distinct entries."
+        group, first = 0, 0
+        if part is not None and part[1] > 1:
+            group, first = int(part[0]), int(part[0]) * n
+            user += f" Take this direction: {DIRECTIONS[group % len(DIRECTIONS)]}."
 
         def parse(data: Any) -> list:
             items = data.get("pairs") if isinstance(data, dict) else data
@@ -125,8 +140,8 @@ class RoundOperations:
         if missing:
             problem = problem or f"the model gave {len(found)} distinct entries of {n}"
             self._refuse_fallback("expand", problem)
-            whats = _fresh(tpl.fallback_variants(prompt, "what", n + 40), [e["what"] for e in found])
-            hows = _fresh(tpl.fallback_variants(prompt, "how", n + 40), [e["how"] for e in found])
+            whats = _fresh(tpl.fallback_variants(prompt, "what", first + n + 40)[first:], [e["what"] for e in found])
+            hows = _fresh(tpl.fallback_variants(prompt, "how", first + n + 40)[first:], [e["how"] for e in found])
             for i in range(missing):
                 found.append({"what": whats[i], "how": hows[i], "prompt": None,
                               "fallbacks": ["expand_what", "expand_how"]})

@@ -36,12 +36,19 @@ def comparable(report):
             "lineage": report.get("lineage"), "stop_reason": report["stop_reason"]}
 
 
-def test_a_search_of_three_rounds_makes_five_requests_and_keeps_the_record_whole(tmp_path, fake_ollama):
-    result = search(tmp_path, fake_ollama, "run")
+@pytest.mark.parametrize("llm_concurrency, round0_requests", [(1, 1), (2, 2), (4, 4)])
+def test_a_search_of_three_rounds_makes_at_most_ten_requests_and_keeps_the_record_whole(
+        tmp_path, fake_ollama, llm_concurrency, round0_requests):
+    result = search(tmp_path, fake_ollama, "run", llm_concurrency=llm_concurrency)
     report = result.report
     chats = fake_ollama.bodies("/api/chat")
-    # round 0: one request for all four (WHAT, HOW, prompt); rounds 1-2: one request per parent (keep_top=2)
-    assert len(chats) == report["llm"]["calls"] == 1 + 2 + 2 <= 10
+    # round 0: the four (WHAT, HOW, prompt) entries in min(N, llm_concurrency) requests; rounds 1-2: one request
+    # per parent (keep_top=2) for its critique and both children
+    assert len(chats) == report["llm"]["calls"] == round0_requests + 2 + 2 <= 10
+    round0 = chats[:round0_requests]
+    assert sum(b["format"]["properties"]["pairs"]["minItems"] for b in round0) == 4
+    if round0_requests > 1:     # split requests cannot see each other: each takes its own direction
+        assert len({b["messages"][-1]["content"] for b in round0}) == round0_requests
     assert report["llm"]["fallbacks"] == 0
     assert [len(it["candidates"]) + len(it["duplicates"]) for it in report["iterations"]] == [4, 4, 4]
     by_id = {c["id"]: c for c in report["candidates"]}
@@ -53,7 +60,7 @@ def test_a_search_of_three_rounds_makes_five_requests_and_keeps_the_record_whole
             assert cand[kept] == parent[kept] and cand[cand["dimension"]] != parent[cand["dimension"]]
             # the child carries the critique written, in the same answer, about its own parent's scores
             assert cand["critique"]["critique"] and cand["critique"]["recommendation"]
-    refine_bodies = chats[1:]
+    refine_bodies = chats[round0_requests:]
     for body in refine_bodies:
         user = body["messages"][-1]["content"]
         assert "Scores: alignment" in user and "Severity:" in user
@@ -61,7 +68,7 @@ def test_a_search_of_three_rounds_makes_five_requests_and_keeps_the_record_whole
 
 
 def test_children_render_while_the_next_parent_is_still_with_the_llm(tmp_path, fake_ollama):
-    first = search(tmp_path, fake_ollama, "probe")
+    first = search(tmp_path, fake_ollama, "probe", llm_concurrency=1, iterations=2)
     parent_two = first.report["iterations"][0]["survivors"][1]
     parent_two_what = next(c["what"] for c in first.report["candidates"] if c["id"] == parent_two)
     fake_ollama.reset()
@@ -76,7 +83,7 @@ def test_children_render_while_the_next_parent_is_still_with_the_llm(tmp_path, f
     # round 0 renders its 4 after the one expand answer; round 1's first parent's 2 children render while the
     # second parent's answer (the third of the run) has not come back yet
     assert seen[:2] == [(4, 1), (2, 2)]
-    assert comparable(result.report) == comparable(search(tmp_path, fake_ollama, "again", iterations=2).report)
+    assert comparable(result.report) == comparable(first.report)
 
 
 def test_the_report_does_not_depend_on_which_parent_answers_first(tmp_path, fake_ollama):
@@ -112,7 +119,7 @@ def test_timing_of_a_slow_model_changes_nothing_and_low_vram_keeps_the_phases_or
 
 
 def test_interrupt_while_a_parent_waits_for_the_llm_resumes_mid_round(tmp_path, fake_ollama):
-    straight = search(tmp_path, fake_ollama, "straight")
+    straight = search(tmp_path, fake_ollama, "straight", llm_concurrency=1)
     parent_two = straight.report["iterations"][0]["survivors"][1]
     parent_two_what = next(c["what"] for c in straight.report["candidates"] if c["id"] == parent_two)
     fake_ollama.reset()
@@ -129,7 +136,8 @@ def test_interrupt_while_a_parent_waits_for_the_llm_resumes_mid_round(tmp_path, 
     assert len(report["candidates"]) == 6 and [c["id"] for c in pending["candidates"]] == ["i1c0", "i1c1"]
 
     fake_ollama.reset()
-    resumed = BeamSearch(engine(fake_ollama), HashGenerator(), StatsScorer(), config()).resume(interrupted.run_dir)
+    resumed = BeamSearch(engine(fake_ollama), HashGenerator(), StatsScorer(),
+                         config(llm_concurrency=1)).resume(interrupted.run_dir)
     # only the parent that had not answered is asked again, then the run goes on to the end
     round1 = [b for b in fake_ollama.bodies() if parent_two_what in b["messages"][-1]["content"]]
     assert len(round1) >= 1
