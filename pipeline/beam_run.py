@@ -55,6 +55,8 @@ class SearchRun:
         self._llm_work_before = record.report["timings"].get("llm_work_s", 0.0)
         self._llm_work_s = self._llm_work_before       # summed time of the LLM units (they overlap)
         self._round_position = 0
+        self._unrecorded: deque = deque()             # rendered batches whose PNGs are still being written
+        self._png_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptbeam-png")
         self._round_start = self._phase_totals()
         self._llm_at_start = dict(record.report["llm"])
         self._round_timings: list = list(record.report["timings"].get("rounds", []))
@@ -117,6 +119,7 @@ class SearchRun:
             finally:
                 stream.close()
                 self._llm_work_before += stream.llm_work_s
+                self._flush_after_failure()
             reason = self._select(stream.plan, finished)
             if reason:
                 return reason
@@ -158,7 +161,15 @@ class SearchRun:
             self._render_concurrently(plan, stream)
         while stream:
             self._render(plan, self._take(stream), stream)
+        self._flush()
         return [self.candidates[c.id] for c in plan.candidates]
+
+    def _flush_after_failure(self) -> None:
+        """An interrupt or a failure mid-round still records every candidate that was rendered and scored."""
+        try:
+            self._flush()
+        except Exception as exc:    # the original exception is the one to report
+            log.warning("could not record the last rendered batch: %s", exc)
 
     def _render_concurrently(self, plan: RoundPlan, stream) -> None:
         """A generator that takes several generate() calls at once (e.g. one per remote server): keep up to that
@@ -179,6 +190,8 @@ class SearchRun:
 
     def _take(self, stream) -> list[Candidate]:
         """The next unit's candidates, recorded as the round's plan so far before any of them renders."""
+        if not stream.ready():
+            self._flush()          # the GPU waits for the LLM anyway: record what is rendered (previews, progress)
         started = time.perf_counter()
         try:
             made = stream.next()
@@ -195,28 +208,40 @@ class SearchRun:
         return [c for c in batch if c.status == STATUS_PENDING and not self.record.has_candidate(c.id)]
 
     def _render(self, plan: RoundPlan, batch: list[Candidate], stream, todo=None, images=None) -> None:
-        """Render (unless `images` already holds the batch's), score and record one batch of the round."""
+        """Render (unless `images` already holds the batch's) and score one batch of the round. Its PNGs encode on
+        other threads while the next batch renders; its candidates are recorded, in order, by _flush."""
         todo = self._todo(batch) if todo is None else todo
         count = max(stream.expected, len(plan.candidates))
         if images is None:
             self._progress(plan.iteration, "generate", self._round_position, count)
             images = self.renderer.generate(todo)
+        self._flush()                                 # the batch before this one: its PNGs had the GPU's time
         self._progress(plan.iteration, "score", self._round_position, count)
         self.renderer.score(todo, images)
-        self.record.write_pngs([(c, images[c.id]) for c in todo if c.ok])
-        for candidate in batch:
-            self._round_position += 1
-            if self.record.has_candidate(candidate.id):
-                continue
-            image = images.get(candidate.id) if candidate.ok else None
-            self.record.add_candidate(candidate)      # its PNG is written above
-            self.candidates[candidate.id] = candidate
-            if image is not None:
-                self.images[candidate.id] = image
-            self.images_done += 1
-            if self.callbacks.on_candidate:
-                self.callbacks.on_candidate(candidate, image)
-            self._progress(plan.iteration, "score", self._round_position, count)
+        pngs = [(c, images[c.id]) for c in todo if c.ok]
+        writing = self._png_pool.submit(self.record.write_pngs, pngs) if pngs else None
+        self._unrecorded.append((plan, batch, images, writing, count))
+
+    def _flush(self) -> None:
+        """Record the rendered batches, in plan order, once their PNGs are on disk: report entry, in-memory image,
+        on_candidate and progress, candidate by candidate."""
+        while self._unrecorded:
+            plan, batch, images, writing, count = self._unrecorded.popleft()
+            if writing is not None:
+                writing.result()                      # a PNG that could not be written fails the run, as before
+            for candidate in batch:
+                self._round_position += 1
+                if self.record.has_candidate(candidate.id):
+                    continue
+                image = images.get(candidate.id) if candidate.ok else None
+                self.record.add_candidate(candidate)      # its PNG is written above
+                self.candidates[candidate.id] = candidate
+                if image is not None:
+                    self.images[candidate.id] = image
+                self.images_done += 1
+                if self.callbacks.on_candidate:
+                    self.callbacks.on_candidate(candidate, image)
+                self._progress(plan.iteration, "score", self._round_position, count)
 
     def _select(self, plan: RoundPlan, finished: list[Candidate]) -> Optional[str]:
         for candidate in finished:
@@ -317,6 +342,7 @@ class SearchRun:
         self.record.report["images"]["budget"] = self.images_total()
 
     def _close(self, stop_reason: Optional[str], status: str, error: Optional[str]) -> None:
+        self._png_pool.shutdown(wait=True)
         self._save_timings()
         self.record.finish(stop_reason, status, error)
 

@@ -125,6 +125,10 @@ class RoundStream:
     def __bool__(self) -> bool:
         return not self.complete
 
+    def ready(self) -> bool:
+        """Whether next() would return without waiting for the LLM."""
+        return self.complete or self._futures[self._taken].done()
+
     def next(self) -> list[Candidate]:
         """Wait for the next unit in order (polling the stop flag), then finalise its drafts -> new candidates."""
         future = self._futures[self._taken]
