@@ -15,6 +15,9 @@ from .beam_types import Candidate, StopRequested, describe_error
 from .errors import InvalidParameter, PromptBeamError
 
 
+ROUND0_PAIRS_PER_REQUEST = 2     # round 0's N pairs are asked for two at a time (N=4: two requests)
+
+
 @dataclass
 class RoundPlan:
     iteration: int
@@ -94,8 +97,9 @@ class RoundPlanner:
             n = self.config.beam_width
             if not self.per_round_ops:
                 return RoundStream(builder, [lambda: self._old_initial(known)], 1, self.should_stop, expected=n)
-            # The N pairs in up to llm_concurrency requests: the first pairs render while the rest are written.
-            groups = min(n, self.config.llm_concurrency)
+            # The N pairs in requests of ROUND0_PAIRS_PER_REQUEST: the first pairs render while the rest are
+            # written. A fixed size, not llm_concurrency: a setting of concurrency must never change a report.
+            groups = -(-n // ROUND0_PAIRS_PER_REQUEST)
             sizes = [n // groups + (1 if i < n % groups else 0) for i in range(groups)]
             units = [lambda i=i, size=size: self._initial_unit(i, groups, size, sum(sizes[:i]))
                      for i, size in enumerate(sizes)]

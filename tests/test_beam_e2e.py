@@ -39,9 +39,9 @@ def test_search_end_to_end_is_exact_and_reproducible(tmp_path, engine, fake_olla
     report = first.report
     assert strip(report) == strip(second.report)
     assert json.loads((first.run_dir / "report.json").read_text()) == report
-    # round 0: the four (WHAT, HOW, combined prompt) entries in min(N, llm_concurrency=4) requests; then one
-    # request per parent (critique and children together)
-    assert report["llm"]["calls"] == chats == 4 + 2 * 2
+    # round 0: the four (WHAT, HOW, combined prompt) entries, two per request; then one request per parent
+    # (critique and children together). Before the per-round operations this search made 22 requests.
+    assert report["llm"]["calls"] == chats == 2 + 2 * 2
 
     # the record describes the real components
     cfg = report["config"]
