@@ -198,3 +198,20 @@ def test_a_generator_that_takes_several_calls_renders_batches_at_once_with_the_s
     two = search(tmp_path, fake_ollama, "two", generator, llm_concurrency=2, keep_top=2)
     assert generator.most == 2
     assert comparable(two.report) == comparable(one_at_a_time.report)
+
+
+def test_template_combine_and_negatives_with_the_per_round_requests(tmp_path, fake_ollama):
+    result = search(tmp_path, fake_ollama, "template", combine_mode="template", use_negative=True, iterations=2)
+    report = result.report
+    chats = fake_ollama.bodies("/api/chat")
+    structured = [b for b in chats if "terms" not in b["format"]["properties"]]
+    negatives = [b for b in chats if "terms" in b["format"]["properties"]]
+    assert len(structured) == 2 + 2                   # round 0 in two requests, round 1 one per parent
+    for body in structured:                           # the model is not asked for a combined prompt
+        items = body["format"]["properties"].get("pairs") or body["format"]["properties"]["children"]
+        assert "prompt" not in items["items"]["properties"]
+    ops = engine(fake_ollama)
+    for cand in report["candidates"]:
+        assert cand["prompt"] == ops.combine_template(cand["what"], cand["how"])
+        assert cand["negative"] and "combine" not in cand["fallbacks"]
+    assert len(negatives) >= len(report["candidates"]) and report["llm"]["calls"] == len(chats)
