@@ -67,9 +67,8 @@ class Generator(Protocol):
     may have in flight at once (from different threads). A local GPU backend leaves it at 1, so the beam search
     keeps GPU work in one thread; a backend that spreads calls over several servers sets it to their count, and
     the search then renders that many batches of a round at once (scoring and the record stay in plan order).
+    It is not a protocol member, so generators without it still satisfy isinstance(g, Generator).
     """
-
-    concurrency: int = 1
 
     def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
                  should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
