@@ -100,7 +100,9 @@ class ComfyFluxGenerator:
         self.cfg = float(cfg)
         self.denoise = float(denoise)
         # Above 1: requests that share their settings and a deterministic sampler render as one batch (see
-        # _render_batch); ancestral/SDE samplers always render one by one.
+        # _render_batch); ancestral/SDE samplers always render one by one. Off by default: each request gets its
+        # own seed's noise, but on a GPU in bf16 a batch rounds differently from a batch of one (docs/performance.md),
+        # so only max_batch=1 keeps every image equal to KSampler + VAEDecode for its seed.
         self.max_batch = int(max_batch)
         # A zero-weight LoRA is not applied (see apply_loras), so its trigger words are left out too.
         self.triggers = [lora.trigger.strip() for lora in self.loras
@@ -138,7 +140,8 @@ class ComfyFluxGenerator:
 
     def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
                  should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
-        """Render each request with its own seed, one at a time.
+        """Render each request with its own seed, one at a time (or, with max_batch > 1, in batches: see
+        _generate_batched).
 
         Why not one batched KSampler call: ComfyUI's prepare_noise draws a whole batch's noise from ONE seed, so
         image i of a batch is not the image KSampler gives for a batch of one with seed i. Rendering one by one

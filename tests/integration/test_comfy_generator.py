@@ -250,7 +250,8 @@ def batch_pixels(server, entry, tag) -> list:
                                                          ("euler_ancestral", "beta", "1,1,1")])
 def test_a_batch_renders_image_i_as_ksampler_with_seed_i(comfy_server, sampler, scheduler, batches):
     """max_batch > 1: a deterministic sampler renders the requests as ONE batch, each with its own seed's noise; an
-    ancestral one renders them one by one. Either way image i equals KSampler + VAEDecode with seed i."""
+    ancestral one renders them one by one. Either way image i equals KSampler + VAEDecode with seed i — here, on
+    the CPU in fp32 (on a GPU in bf16 the batch rounds differently: see docs/performance.md)."""
     tag = unique_tag("many")
     prompts = ["a red fox in the snow", "a lighthouse at night", "a bowl of ripe pears on a table"]
     graph = {**models(), **many_branch(f"{tag}b", prompts, 42, sampler, scheduler, expect_batches=batches)}
