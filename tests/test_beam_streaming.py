@@ -139,7 +139,8 @@ def test_interrupt_while_a_parent_waits_for_the_llm_resumes_mid_round(tmp_path, 
     assert interrupted.stop_reason == "interrupted"
     report = RunRecord.open(interrupted.run_dir).report
     pending = report["pending"]
-    assert pending["iteration"] == 1 and pending["planned_parents"] == [straight.report["iterations"][0]["survivors"][0]]
+    first_parent = straight.report["iterations"][0]["survivors"][0]
+    assert pending["iteration"] == 1 and pending["planned_parents"] == [first_parent]
     assert len(report["candidates"]) == 6 and [c["id"] for c in pending["candidates"]] == ["i1c0", "i1c1"]
 
     fake_ollama.reset()
