@@ -7,7 +7,9 @@ embedding per prompt, as in bench_flux.py: text encoding is ~1 % of an image). I
 
   raw_bs1 / raw_bs4    comfy.sample.sample + VAE decode, batch 1 and 4 — what KSampler + VAEDecode do
   generator_x4         ComfyFluxGenerator.generate(4 requests): one KSampler-equivalent call per request
-and checks that the generator's image equals the raw path's for the same seed.
+  generator_b4         the same with max_batch=4: one batched call, each request with its own seed's noise
+and checks that the generator's image equals the raw path's for the same seed, and the batched images the
+one-by-one ones.
 
     COMFYUI_DIR=/path/to/ComfyUI python bench/bench_comfy.py
     COMFYUI_DIR=... TINY=1 python bench/bench_comfy.py     # miniature model on the CPU, to check the script
@@ -135,6 +137,17 @@ def main():
     log("generator_x4_s", median_seconds(lambda: generator.generate(requests), REPEATS))
     log("generator_per_image_s", round(result["generator_x4_s"] / 4, 4))
     log("generator_overhead_vs_raw_bs1_pct", round(100 * (result["generator_per_image_s"] / result["raw_bs1_s"] - 1), 1))
+    batched = comfy_generator.ComfyFluxGenerator(patcher, clip, vae, width=SIZE, height=SIZE, steps=STEPS,
+                                                 max_batch=4)
+    log("generator_b4_s", median_seconds(lambda: batched.generate(requests), REPEATS))
+    log("generator_b4_per_image_s", round(result["generator_b4_s"] / 4, 4))
+    log("generator_b4_vs_raw_bs4_pct", round(100 * (result["generator_b4_s"] / result["raw_bs4_s"] - 1), 1))
+    singles = [r.image for r in generator.generate(requests)]
+    in_batch = [r.image for r in batched.generate(requests)]
+    log("batch_vs_single_max_abs_diff", round(max((a - b).abs().max().item() for a, b in zip(in_batch, singles)), 6))
+    to_u8 = lambda image: (image.clamp(0, 1) * 255).round().to(torch.uint8)   # noqa: E731  (as SaveImage)
+    log("batch_vs_single_uint8_equal_pct", round(100 * sum((to_u8(a) == to_u8(b)).float().mean().item()
+                                                           for a, b in zip(in_batch, singles)) / len(singles), 4))
     if DEVICE.type == "cuda":
         log("peak_mem_GB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
     ours = generator.generate(requests[:1])[0].image

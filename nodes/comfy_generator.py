@@ -32,6 +32,12 @@ from ..pipeline.generation.protocol import GenerationRequest, GenerationResult, 
 
 log = logging.getLogger(__name__)
 
+# Samplers whose result depends only on the initial noise (no noise drawn during the steps): a batch of them can
+# carry each request's own seed noise and still give each request KSampler's image for that seed.
+DETERMINISTIC_SAMPLERS = frozenset((
+    "euler", "euler_cfg_pp", "heun", "heunpp2", "dpm_2", "lms", "dpm_fast", "dpmpp_2m", "dpmpp_2m_cfg_pp",
+    "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "gradient_estimation",
+    "gradient_estimation_cfg_pp", "ddim", "uni_pc", "uni_pc_bh2"))
 FLUX_LATENT_CHANNELS = 16   # EmptySD3LatentImage's channel count; fix_empty_latent_channels adapts other models
 LATENT_DOWNSCALE = 8        # pixels per latent cell
 
@@ -76,7 +82,7 @@ class ComfyFluxGenerator:
 
     def __init__(self, model, clip, vae, loras: Sequence[LoraSpec] = (), width: int = 1024, height: int = 1024,
                  steps: int = 4, guidance: float = 3.5, sampler_name: str = "euler", scheduler: str = "simple",
-                 cfg: float = 1.0, denoise: float = 1.0):
+                 cfg: float = 1.0, denoise: float = 1.0, max_batch: int = 1):
         if model is None or clip is None or vae is None:
             missing = [name for name, value in (("model", model), ("clip", clip), ("vae", vae)) if value is None]
             raise InvalidParameter(missing[0], "is missing: connect a MODEL, a CLIP and a VAE (a checkpoint without "
@@ -89,8 +95,15 @@ class ComfyFluxGenerator:
         self.loras = tuple(loras)
         self.defaults = GenerationRequest(prompt="defaults", seed=0, width=width, height=height, steps=steps,
                                           guidance=guidance, sampler=sampler_name, scheduler=scheduler).validate()
+        if int(max_batch) < 1:
+            raise InvalidParameter("max_batch", f"must be at least 1, got {max_batch}")
         self.cfg = float(cfg)
         self.denoise = float(denoise)
+        # Above 1: requests that share their settings and a deterministic sampler render as one batch (see
+        # _render_batch); ancestral/SDE samplers always render one by one. Off by default: each request gets its
+        # own seed's noise, but on a GPU in bf16 a batch rounds differently from a batch of one (docs/performance.md),
+        # so only max_batch=1 keeps every image equal to KSampler + VAEDecode for its seed.
+        self.max_batch = int(max_batch)
         # A zero-weight LoRA is not applied (see apply_loras), so its trigger words are left out too.
         self.triggers = [lora.trigger.strip() for lora in self.loras
                          if lora.weight != 0 and (lora.trigger or "").strip()]
@@ -127,7 +140,8 @@ class ComfyFluxGenerator:
 
     def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
                  should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
-        """Render each request with its own seed, one at a time.
+        """Render each request with its own seed, one at a time (or, with max_batch > 1, in batches: see
+        _generate_batched).
 
         Why not one batched KSampler call: ComfyUI's prepare_noise draws a whole batch's noise from ONE seed, so
         image i of a batch is not the image KSampler gives for a batch of one with seed i. Rendering one by one
@@ -135,6 +149,8 @@ class ComfyFluxGenerator:
         user reproduce any candidate by hand. (Flux at 1024px also fills a GPU with batch 1 already.)
         """
         requests = [self._check_request(r) for r in requests]
+        if self.max_batch > 1:
+            return self._generate_batched(requests, on_step, should_stop)
         total_steps = sum(r.steps for r in requests)
         done_steps = 0
         results = []
@@ -156,15 +172,59 @@ class ComfyFluxGenerator:
                 exc.completed = dict(enumerate(results))     # what rendered before this request
                 raise
             done_steps += request.steps
-            results.append(GenerationResult(
-                image=image, seed=request.seed, seconds=time.perf_counter() - started, prompt=text,
-                metadata={"width": request.width, "height": request.height, "steps": request.steps,
-                          "guidance": request.guidance, "sampler": request.sampler, "scheduler": request.scheduler,
-                          "cfg": self.cfg, "denoise": self.denoise, "negative": request.negative,
-                          "loras": self._lora_record(),
-                          # ComfyUI's sampler skips the negative (uncond) pass at cfg 1, Flux's usual setting.
-                          **({"negative_ignored": True} if request.negative and math.isclose(self.cfg, 1.0) else {})}))
+            results.append(self._result(request, image, time.perf_counter() - started, text))
         return results
+
+    def _result(self, request: GenerationRequest, image: torch.Tensor, seconds: float, text: str):
+        return GenerationResult(
+            image=image, seed=request.seed, seconds=seconds, prompt=text,
+            metadata={"width": request.width, "height": request.height, "steps": request.steps,
+                      "guidance": request.guidance, "sampler": request.sampler, "scheduler": request.scheduler,
+                      "cfg": self.cfg, "denoise": self.denoise, "negative": request.negative,
+                      "loras": self._lora_record(),
+                      # ComfyUI's sampler skips the negative (uncond) pass at cfg 1, Flux's usual setting.
+                      **({"negative_ignored": True} if request.negative and math.isclose(self.cfg, 1.0) else {})})
+
+    def _generate_batched(self, requests, on_step, should_stop) -> list[GenerationResult]:
+        """Requests that share size, steps, guidance, sampler, scheduler and negative, with a deterministic
+        sampler and conditionings of one shape, render max_batch at a time; the rest one by one."""
+        total_steps = sum(r.steps for r in requests)
+        done = [0]
+        results: dict[int, GenerationResult] = {}
+        groups: dict[tuple, list[int]] = {}
+        encoded = []
+        for index, request in enumerate(requests):
+            text = with_triggers(request.prompt, self.triggers)
+            positive = self._encode(text, request.guidance)
+            encoded.append((text, positive))
+            shape = _conditioning_shape(positive)
+            batchable = request.sampler in DETERMINISTIC_SAMPLERS and shape is not None
+            key = (request.width, request.height, request.steps, request.guidance, request.sampler,
+                   request.scheduler, request.negative or "", shape) if batchable else ("alone", index)
+            groups.setdefault(key, []).append(index)
+        chunks = [indices[i:i + self.max_batch] for indices in groups.values()
+                  for i in range(0, len(indices), self.max_batch)]
+        for chunk in sorted(chunks):
+            self._raise_if_stopped(should_stop)
+            batch = [requests[i] for i in chunk]
+            started = time.perf_counter()
+
+            def step_done(_step, _total, _offset=done[0], _size=len(chunk)):
+                if on_step is not None:
+                    on_step(_offset + _step * _size, total_steps)
+                self._raise_if_stopped(should_stop)
+
+            try:
+                negative = self._encode_negative(batch[0].negative or "", batch[0].guidance)
+                images = self._render_batch(batch, [encoded[i][1] for i in chunk], negative, step_done)
+            except GenerationFailed as exc:
+                exc.completed = dict(results)          # what rendered before this batch
+                raise
+            done[0] += sum(r.steps for r in batch)
+            seconds = (time.perf_counter() - started) / len(chunk)
+            for i, image in zip(chunk, images):
+                results[i] = self._result(requests[i], image, seconds, encoded[i][0])
+        return [results[i] for i in range(len(requests))]
 
     # ---- the standard chain, node by node -----------------------------------------------------------------
 
@@ -196,12 +256,21 @@ class ComfyFluxGenerator:
 
     def _render(self, request: GenerationRequest, positive, negative, step_done) -> torch.Tensor:
         """EmptySD3LatentImage -> KSampler (as nodes.common_ksampler does) -> VAEDecode; returns [H, W, 3]."""
+        return self._render_batch([request], [positive], negative, step_done)[0]
+
+    def _render_batch(self, requests: Sequence[GenerationRequest], positives, negative, step_done) -> list:
+        """The same chain for requests that share every setting but prompt and seed: a latent batch whose noise is
+        each request's own seed's (prepare_noise per request, exactly as KSampler draws it for a batch of one)
+        and a conditioning batch (the per-request tensors stacked). Returns [H, W, 3] images in request order."""
+        request = requests[0]
         latent = torch.zeros([1, FLUX_LATENT_CHANNELS, request.height // LATENT_DOWNSCALE,
                               request.width // LATENT_DOWNSCALE], device=comfy.model_management.intermediate_device())
+        positive = positives[0] if len(positives) == 1 else _stack_conditionings(positives)
         try:
             with torch.inference_mode():
                 latent = comfy.sample.fix_empty_latent_channels(self.model, latent)
-                noise = comfy.sample.prepare_noise(latent, request.seed, None)
+                noise = torch.cat([comfy.sample.prepare_noise(latent, r.seed, None) for r in requests])
+                latent = latent.repeat(len(requests), 1, 1, 1)
                 preview_callback = latent_preview.prepare_callback(self.model, request.steps)
 
                 def callback(step, x0, x, total_steps):
@@ -224,7 +293,7 @@ class ComfyFluxGenerator:
         if images.dim() == 5:   # video VAEs return [B, T, H, W, 3]; VAEDecode folds T into the batch
             images = images.reshape(-1, *images.shape[-3:])
         # clone() outside inference mode: callers (scorers, the record) may edit the image in place.
-        return images[0].float().cpu().clone()
+        return [images[i].float().cpu().clone() for i in range(len(requests))]
 
     @staticmethod
     def _raise_if_stopped(should_stop: Optional[StopCheck]):
@@ -233,3 +302,29 @@ class ComfyFluxGenerator:
         if comfy.model_management.processing_interrupted():
             comfy.model_management.interrupt_current_processing(False)
             raise Interrupted("generation interrupted in ComfyUI")
+
+
+def _conditioning_shape(conditioning) -> Optional[tuple]:
+    """What conditionings must share to be stacked into one batch (None: this one cannot be batched)."""
+    if len(conditioning) != 1:
+        return None                      # scheduled/hooked conditionings: keep them alone
+    cond, options = conditioning[0]
+    shapes = [("cond", tuple(cond.shape))]
+    for key, value in sorted(options.items()):
+        if isinstance(value, torch.Tensor):
+            shapes.append((key, tuple(value.shape)))
+        elif isinstance(value, (int, float, str, bool, type(None))):
+            shapes.append((key, value))
+        else:
+            return None
+    return tuple(shapes) if cond.shape[0] == 1 else None
+
+
+def _stack_conditionings(conditionings) -> list:
+    """[[cond [1, T, D], {pooled_output [1, P], guidance, ...}]] per request -> one [[cond [B, T, D], {...}]]."""
+    conds = [c[0][0] for c in conditionings]
+    options = dict(conditionings[0][0][1])
+    for key, value in options.items():
+        if isinstance(value, torch.Tensor):
+            options[key] = torch.cat([c[0][1][key] for c in conditionings])
+    return [[torch.cat(conds), options]]

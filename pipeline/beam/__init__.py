@@ -1,7 +1,7 @@
 """The search part: `BeamConfig` (`config`), candidates and callbacks (`types`), the LLM work of a round
-(`planning`), rendering and scoring it (`render`), ranking and survivors (`selection`), the seed-only control
-arm (`control`), the run loop (`run`) and `BeamSearch`, the controller the CLI, the node and scripts call
-(`search`).
+(`planning`), handed out in plan order as its answers arrive (`stream`), rendering and scoring it (`render`),
+ranking and survivors (`selection`), the seed-only control arm (`control`), the run loop (`run`) and
+`BeamSearch`, the controller the CLI, the node and scripts call (`search`).
 
 May import: pipeline.record, pipeline.generation.protocol (request types only), pipeline.config,
 pipeline.errors, pipeline.images. It receives its LLM operations, generator and scorer as objects and never

@@ -1,6 +1,6 @@
-"""The LLM phase of a round: from the user prompt (round 0) or the surviving parents (later rounds) to the
-round's planned candidates. Calls run concurrently, bounded by `llm_concurrency`; each is wrapped so that
-should_stop is polled before and after it."""
+"""The LLM side of a round: from the user prompt (round 0) or the surviving parents (later rounds) to the
+round's planned candidates, as a RoundStream of units (beam_stream). Calls run concurrently, bounded by
+`llm_concurrency`; each is wrapped so that should_stop is polled before and after it."""
 from __future__ import annotations
 
 import threading
@@ -11,7 +11,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from ..errors import InvalidParameter, PromptBeamError
 from .config import BeamConfig
 from .selection import DuplicateIndex, choose_dimension, derive_seed, edit_history, normalise_prompt
-from .types import STAGE_LLM, STATUS_FAILED, Candidate, StopRequested, candidate_id, describe_error
+from .stream import FAILED_COMBINE, FAILED_NEGATIVE, PlanBuilder, RoundStream
+from .types import Candidate, StopRequested, describe_error
+
+ROUND0_PAIRS_PER_REQUEST = 2     # round 0's N pairs are asked for two at a time (N=4: two requests)
 
 
 @dataclass
@@ -34,6 +37,7 @@ class _Draft:
     prompt: str = ""
     negative: Optional[str] = None
     error: Optional[str] = None
+    failed_stage: Optional[str] = None              # FAILED_COMBINE / FAILED_NEGATIVE; None with error = halves
     fallbacks: list = field(default_factory=list)
     duplicate_of: Optional[str] = None
 
@@ -52,24 +56,143 @@ class KnownPrompts:
 
 
 class RoundPlanner:
-    def __init__(self, ops, config: BeamConfig, user_prompt: str, check_stop: Callable[[], None]):
+    """Starts each round's LLM work as a RoundStream of units.
+
+    With an engine that has the per-round operations (PromptEngine.expand_pairs / refine_children) round 0 is one
+    request and round k one request per parent, each parent a unit of its own, so a parent's children can be
+    rendered while the other parents are still with the LLM. Other ops objects (only the single operations) get
+    the older plan: expand x2 -> combine per pair; critique -> refine -> combine per parent, as one unit a round.
+    """
+
+    def __init__(self, ops, config: BeamConfig, user_prompt: str, check_stop: Callable[[], None],
+                 should_stop: Callable[[], bool] = lambda: False):
         self.ops = ops
         self.config = config
         self.user_prompt = user_prompt
         self.check_stop = check_stop
+        self.should_stop = should_stop
         self.calls = 0
         self.fallbacks = 0
         self._lock = threading.Lock()
+
+    @property
+    def per_round_ops(self) -> bool:
+        return hasattr(self.ops, "expand_pairs") and hasattr(self.ops, "refine_children")
 
     def _require_llm(self, iteration: int) -> None:
         if self.ops is None:
             raise InvalidParameter("llm", f"round {iteration} has no recorded prompts, so it needs the prompt "
                                           f"operations (an LLM): pass them to BeamSearch")
 
-    # ---- round 0 ------------------------------------------------------------------------------------------------
-    def plan_initial(self, known: KnownPrompts) -> RoundPlan:
+    def start_round(self, iteration: int, parents: Sequence[Candidate], pool: Sequence[Candidate],
+                    candidates: Mapping[str, Candidate], known: KnownPrompts,
+                    resumed: Optional[RoundPlan] = None, planned_parents: Sequence[str] = ()) -> RoundStream:
+        """The round's units, already running. `resumed` is a partly planned round from the record: its
+        candidates keep their ids and only the parents not in `planned_parents` are asked for again."""
+        self._require_llm(iteration)
+        if iteration == 0:
+            plan = RoundPlan(0, None)
+            builder = PlanBuilder(plan, known, lambda draft, index: self._image_seed(0, index))
+            n = self.config.beam_width
+            if not self.per_round_ops:
+                return RoundStream(builder, [lambda: self._old_initial(known)], 1, self.should_stop, expected=n)
+            # The N pairs in requests of ROUND0_PAIRS_PER_REQUEST: the first pairs render while the rest are
+            # written. A fixed size, not llm_concurrency: a setting of concurrency must never change a report.
+            groups = -(-n // ROUND0_PAIRS_PER_REQUEST)
+            sizes = [n // groups + (1 if i < n % groups else 0) for i in range(groups)]
+            units = [lambda i=i, size=size: self._initial_unit(i, groups, size, sum(sizes[:i]))
+                     for i, size in enumerate(sizes)]
+            return RoundStream(builder, units, self.config.llm_concurrency, self.should_stop, expected=n)
+
+        n = self.config.children_per_parent
+        dims = [choose_dimension(self.config.dimension_policy, p, pool, iteration) for p in parents]
+        if self.config.dimension_policy == "alternate":
+            label = dims[0] if dims else None
+        else:
+            label = dims[0] if len(set(dims)) == 1 else "mixed"
+
+        def seed_of(draft: _Draft, index: int) -> int:
+            if self.config.seed_policy == "inherit":
+                return draft.parent.seed
+            return self._image_seed(iteration, index)
+        plan = resumed if resumed is not None else RoundPlan(iteration, label)
+        builder = PlanBuilder(plan, known, seed_of)
+        expected = n * len(parents)
+        if not self.per_round_ops:
+            return RoundStream(builder, [lambda: self._old_refinement(iteration, parents, dims, candidates, known)],
+                               1, self.should_stop, expected=expected)
+        todo = [(p, dim) for p, dim in zip(parents, dims) if p.id not in set(planned_parents)]
+        units = [lambda p=p, dim=dim: self._parent_unit(iteration, p, dim, edit_history(candidates, p.id), known)
+                 for p, dim in todo]
+        return RoundStream(builder, units, self.config.llm_concurrency, self.should_stop,
+                           parents=[p.id for p, _ in todo], planned_parents=planned_parents, expected=expected)
+
+    # ---- per-round operations: one request for round 0, one per parent after --------------------------------
+    def _initial_unit(self, group: int, groups: int, size: int, first: int) -> list:
+        seed = self._seed("expand_pairs") if groups == 1 else self._seed("expand_pairs", group)
+        entries, _ = self._call("expand_pairs", self.ops.expand_pairs, self.user_prompt, size,
+                                descriptiveness=self.config.descriptiveness, style=self.config.style,
+                                combine=self.config.combine_mode == "llm", seed=seed, part=(group, groups))
+        if not entries:
+            raise PromptBeamError("the LLM returned no WHAT/HOW pairs for the prompt")
+        drafts = []
+        for i, entry in enumerate(entries[:size], start=first):
+            draft = _Draft(None, None, entry["what"], entry["how"], key=(0, i), prompt=entry.get("prompt") or "",
+                           fallbacks=list(entry.get("fallbacks") or []))
+            drafts.append(self._templated(draft))
+        return self._with_negatives(drafts)
+
+    def _parent_unit(self, iteration: int, p: Candidate, dim: str, history: list, known: KnownPrompts) -> list:
+        n = self.config.children_per_parent
+        try:
+            answer, _ = self._call(
+                "refine_children", self.ops.refine_children, self.user_prompt, p.what, p.how, p.prompt,
+                dict(p.scores), dim, n, history=history, caption=p.caption,
+                descriptiveness=self.config.descriptiveness, style=self.config.style,
+                combine=self.config.combine_mode == "llm", seed=self._seed("refine_children", iteration, p.id))
+        except (StopRequested, KeyboardInterrupt):
+            raise
+        except Exception as exc:   # this parent's children fail; the other parents go on
+            return [_Draft(p, dim, p.what, p.how, key=(iteration, p.id, j),
+                           error=f"critique failed: {describe_error(exc)}") for j in range(n)]
+        critique = _plain_dict(answer.get("critique"))
+        drafts = [self._templated(_Draft(p, dim, child["what"], child["how"], key=(iteration, p.id, j),
+                                         critique=critique, prompt=child.get("prompt") or "",
+                                         fallbacks=list(child.get("fallbacks") or [])))
+                  for j, child in enumerate(answer.get("children", [])[:n])]
+        fresh = [d for d in drafts if (normalise_prompt(d.what), normalise_prompt(d.how)) not in known.pairs]
+        self._with_negatives(fresh)
+        return drafts
+
+    def _templated(self, draft: _Draft) -> _Draft:
+        if self.config.combine_mode == "template" or not draft.prompt.strip():
+            draft.prompt = _unwrap(self.ops.combine_template(draft.what, draft.how, style=self.config.style))[0]
+        draft.prompt = (draft.prompt or "").strip()
+        return draft
+
+    def _with_negatives(self, drafts: list) -> list:
+        """Negative prompts, one request each (only with use_negative), run inside the unit."""
+        if not self.config.use_negative:
+            return drafts
+        for draft in drafts:
+            if draft.error:
+                continue
+            try:
+                value, fallback = self._call("negative", self.ops.negative, draft.prompt,
+                                             seed=self._seed("negative", *draft.key))
+            except (StopRequested, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                draft.error, draft.failed_stage = f"negative failed: {describe_error(exc)}", FAILED_NEGATIVE
+                continue
+            draft.negative = (_text(value) or "").strip() or None
+            if fallback:
+                draft.fallbacks.append("negative")
+        return drafts
+
+    # ---- single operations (ops without the per-round ones) -------------------------------------------------
+    def _old_initial(self, known: KnownPrompts) -> list:
         """N WHAT+HOW pairs from ONE expand call per dimension (pair i with i), then combined."""
-        self._require_llm(0)
         n = self.config.beam_width
         expansions = self._concurrently([
             lambda dim=dim: self._call("expand_" + dim, self.ops.expand, self.user_prompt, dim, n,
@@ -87,15 +210,11 @@ class RoundPlanner:
             draft = _Draft(None, None, whats[i % len(whats)], hows[i % len(hows)], key=(0, i))
             draft.fallbacks += (["expand_what"] if what_fb else []) + (["expand_how"] if how_fb else [])
             drafts.append(draft)
-        return self._finish(0, None, drafts, known, seed_of=lambda draft, index: self._image_seed(0, index))
+        return self._old_finish(drafts, known)
 
-    # ---- refinement rounds --------------------------------------------------------------------------------------
-    def plan_refinement(self, iteration: int, parents: Sequence[Candidate], pool: Sequence[Candidate],
-                        candidates: Mapping[str, Candidate], known: KnownPrompts) -> RoundPlan:
-        self._require_llm(iteration)
+    def _old_refinement(self, iteration: int, parents: Sequence[Candidate], dims: list,
+                        candidates: Mapping[str, Candidate], known: KnownPrompts) -> list:
         n_children = self.config.children_per_parent
-        dims = [choose_dimension(self.config.dimension_policy, p, pool, iteration) for p in parents]
-
         critiques = self._concurrently([
             lambda p=p, dim=dim: self._call(
                 "critique", self.ops.critique, self.user_prompt, p.what, p.how, p.prompt, dict(p.scores), dim,
@@ -126,23 +245,11 @@ class RoundPlanner:
                 draft = _Draft(p, dim, what, how, key=(iteration, p.id, j), critique=_plain_dict(critique_value))
                 draft.fallbacks += (["critique"] if critique_fb else []) + (["refine"] if refine_fb else [])
                 drafts.append(draft)
+        return self._old_finish(drafts, known)
 
-        if self.config.dimension_policy == "alternate":
-            label = dims[0] if dims else None
-        else:
-            label = dims[0] if len(set(dims)) == 1 else "mixed"
-
-        def seed_of(draft: _Draft, index: int) -> int:
-            if self.config.seed_policy == "inherit":
-                return draft.parent.seed
-            return self._image_seed(iteration, index)
-        return self._finish(iteration, label, drafts, known, seed_of)
-
-    # ---- shared tail: dedupe, combine, negative, ids ------------------------------------------------------------
-    def _finish(self, iteration: int, label: Optional[str], drafts: list, known: KnownPrompts,
-                seed_of: Callable[[_Draft, int], int]) -> RoundPlan:
-        # Duplicates are found twice: on the (WHAT, HOW) pair before combining (saves the combine call), then on
-        # the combined prompt. A twin in this round is named "draft{i}" until ids are given out below.
+    def _old_finish(self, drafts: list, known: KnownPrompts) -> list:
+        """Combine and negate the drafts that are not duplicates. Duplicates are found here only to save those
+        calls; PlanBuilder makes the decisions that count (the same ones)."""
         round_pairs: dict[tuple, str] = {}
         for i, draft in enumerate(drafts):
             if draft.error:
@@ -155,7 +262,7 @@ class RoundPlanner:
         combined = self._concurrently([lambda d=d: self._combine(d) for d in live])
         for draft, outcome in zip(live, combined):
             if isinstance(outcome, BaseException):
-                draft.error = f"combine failed: {describe_error(outcome)}"
+                draft.error, draft.failed_stage = f"combine failed: {describe_error(outcome)}", FAILED_COMBINE
                 continue
             draft.prompt, fallback = outcome
             draft.prompt = (draft.prompt or "").strip()
@@ -163,6 +270,7 @@ class RoundPlanner:
                 draft.fallbacks.append("combine")
             if not draft.prompt:
                 draft.error = "combine failed: the LLM returned an empty prompt"
+                draft.failed_stage = FAILED_COMBINE
 
         round_prompts = DuplicateIndex()
         for i, draft in enumerate(drafts):
@@ -180,41 +288,15 @@ class RoundPlanner:
             for draft, outcome in zip(wanted, negatives):
                 if isinstance(outcome, BaseException):
                     draft.error = f"negative failed: {describe_error(outcome)}"
+                    draft.failed_stage = FAILED_NEGATIVE
                 else:
                     draft.negative = (_text(outcome[0]) or "").strip() or None
                     if outcome[1]:
                         draft.fallbacks.append("negative")
-
-        plan = RoundPlan(iteration, label)
-        ids_by_draft: dict[str, str] = {}
-        for i, draft in enumerate(drafts):
-            if draft.duplicate_of and not draft.error:
-                continue
-            index = len(plan.candidates)
-            ids_by_draft[f"draft{i}"] = candidate_id(iteration, index)
-            candidate = Candidate(
-                id=candidate_id(iteration, index), iteration=iteration, index=index,
-                parent=draft.parent.id if draft.parent else None, dimension=draft.dimension,
-                what=draft.what, how=draft.how, prompt=draft.prompt, negative=draft.negative,
-                seed=seed_of(draft, index), critique=draft.critique, fallbacks=list(draft.fallbacks))
-            if draft.error:
-                candidate.status = STATUS_FAILED
-                candidate.failed_stage = STAGE_LLM
-                candidate.error = draft.error
-            plan.candidates.append(candidate)
-
-        def resolve(key: str) -> Optional[str]:
-            """A "draft{i}" twin -> its candidate id (or, if it was dropped too, what it duplicated)."""
-            while key and key.startswith("draft") and key not in ids_by_draft:
-                key = drafts[int(key[len("draft"):])].duplicate_of
-            return ids_by_draft.get(key, key)
         for draft in drafts:
-            if draft.duplicate_of and not draft.error:
-                plan.duplicates.append({
-                    "parent": draft.parent.id if draft.parent else None, "dimension": draft.dimension,
-                    "what": draft.what, "how": draft.how, "prompt": draft.prompt or None,
-                    "duplicate_of": resolve(draft.duplicate_of)})
-        return plan
+            if not draft.error:
+                draft.duplicate_of = None     # decided again, in order, by PlanBuilder
+        return drafts
 
     def _combine(self, draft: _Draft):
         if self.config.combine_mode == "template":

@@ -6,6 +6,7 @@ alone so a single bad candidate is isolated and recorded as failed instead of si
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable, Optional, Sequence
 
@@ -27,8 +28,10 @@ class RoundRenderer:
         self.check_stop = check_stop
         self.should_stop = should_stop
         self.score_text = score_text
-        self.generate_s = 0.0
+        self.generate_s = 0.0        # summed time of the generate() calls (they overlap when concurrency > 1)
         self.score_s = 0.0
+        self.concurrency = max(1, int(getattr(generator, "concurrency", 1) or 1))
+        self._lock = threading.Lock()
 
     def request_for(self, candidate: Candidate) -> GenerationRequest:
         c = self.config
@@ -80,7 +83,8 @@ class RoundRenderer:
             return {candidates[i].id: _rendered(candidates[i], r) for i, r in completed.items()
                     if 0 <= i < len(candidates)}
         finally:
-            self.generate_s += time.perf_counter() - started
+            with self._lock:
+                self.generate_s += time.perf_counter() - started
 
     # ---- scoring ------------------------------------------------------------------------------------------------
     def score(self, candidates: Sequence[Candidate], images: dict[str, torch.Tensor]) -> None:

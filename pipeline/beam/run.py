@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import torch
@@ -20,6 +22,7 @@ from .control import run_control_arm
 from .planning import KnownPrompts, RoundPlan, RoundPlanner
 from .render import RoundRenderer
 from .selection import lineage, select_survivors
+from .stream import recorded_stream
 from .types import (STATUS_FAILED, STATUS_PENDING, Candidate, ProgressEvent, SearchCallbacks, SearchResult,
                     StopRequested, describe_error)
 
@@ -47,14 +50,20 @@ class SearchRun:
         self.images_done = len(self.candidates) + len((record.report.get("control") or {}).get("seeds", []))
         self._timings_at_start = dict(record.report["timings"])
         self._started = time.monotonic()
-        self.planner = RoundPlanner(ops, config, self.user_prompt, self.check_stop)
+        self.planner = RoundPlanner(ops, config, self.user_prompt, self.check_stop, self.should_stop)
         self.renderer = RoundRenderer(generator, scorer, config, callbacks, self.check_stop, self.should_stop,
                                       config.score_text or self.user_prompt)
-        self._llm_s = 0.0
+        self._llm_s = 0.0                              # time the round loop waited for the LLM
+        self._llm_work_before = record.report["timings"].get("llm_work_s", 0.0)
+        self._llm_work_s = self._llm_work_before       # summed time of the LLM units (they overlap)
+        self._round_position = 0
+        self._unrecorded: deque = deque()             # rendered batches whose PNGs are still being written
+        self._png_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptbeam-png")
         self._round_start = self._phase_totals()
         self._llm_at_start = dict(record.report["llm"])
         self._round_timings: list = list(record.report["timings"].get("rounds", []))
         self._beam_stopped = False     # set once the rounds are over: no further round counts in images_total
+        self._round = None             # the RoundStream in flight, for images_total
 
     # ---- stop checks --------------------------------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -117,11 +126,16 @@ class SearchRun:
                 return self._beam_over("max_iterations")
             if self.recorded_plans is not None and iteration >= self.recorded_plans.rounds:
                 return self._beam_over(self.recorded_plans.stop_reason)
-            plan = self._plan(iteration)
-            if self.config.low_vram and self.ops is not None:
-                self._unload_llm()
-            finished = self._render(plan)
-            reason = self._select(plan, finished)
+            stream = self._start_round(iteration)
+            self._round = stream
+            try:
+                finished = self._stream(stream)
+            finally:
+                stream.close()
+                self._llm_work_before += stream.llm_work_s
+                self._flush_after_failure()
+                self._round = None
+            reason = self._select(stream.plan, finished)
             if reason:
                 return reason
 
@@ -136,56 +150,129 @@ class SearchRun:
         return reason
 
     # ---- phases -------------------------------------------------------------------------------------------------
-    def _plan(self, iteration: int) -> RoundPlan:
+    def _start_round(self, iteration: int):
+        """The round's plan as a stream: recorded (replay, or a resumed round whose LLM work is done) or from
+        the LLM, whose units are already running when this returns."""
         pending = self.record.report.get("pending")
         self._round_start = self._phase_totals()
+        self.report_progress(iteration, "llm", 0, 0)
+        resumed, planned = None, ()
         if pending and pending.get("iteration") == iteration:
             # Resuming the round in flight: its LLM work is on record, finished candidates are kept.
-            return RoundPlan(iteration, pending.get("dimension"),
-                             [Candidate.from_dict(c) for c in pending["candidates"]], list(pending["duplicates"]))
-        self.report_progress(iteration, "llm", 0, 0)
+            resumed = RoundPlan(iteration, pending.get("dimension"),
+                                [Candidate.from_dict(c) for c in pending["candidates"]], list(pending["duplicates"]))
+            planned = pending.get("planned_parents")
+            if planned is None:       # the whole round was planned
+                return recorded_stream(resumed)
+        if self.recorded_plans is not None:
+            return recorded_stream(self.recorded_plans.plan(iteration))
+        if iteration == 0:
+            return self.planner.start_round(0, [], [], self.candidates, self.known)
+        return self.planner.start_round(iteration, self.survivors, self._pool(iteration - 1), self.candidates,
+                                        self.known, resumed=resumed, planned_parents=planned)
+
+    def _stream(self, stream) -> list[Candidate]:
+        """Take the round's units in order, rendering each one's candidates while the later ones are still with
+        the LLM. With low_vram every unit is taken first and Ollama is unloaded before anything renders."""
+        plan = stream.plan
+        ready = list(plan.candidates)                 # a resumed round: candidates planned before the interrupt
+        if self.config.low_vram and self.ops is not None:
+            while stream:                             # phase-ordered: the whole round renders as one batch
+                ready += self._take(stream)
+            self._unload_llm()
+        if ready:
+            self._render(plan, ready, stream)
+        if self.renderer.concurrency > 1:
+            self._render_concurrently(plan, stream)
+        while stream:
+            self._render(plan, self._take(stream), stream)
+        self._flush()
+        return [self.candidates[c.id] for c in plan.candidates]
+
+    def _flush_after_failure(self) -> None:
+        """An interrupt or a failure mid-round still records every candidate that was rendered and scored."""
+        try:
+            self._flush()
+        except Exception as exc:    # the original exception is the one to report
+            log.warning("could not record the last rendered batch: %s", exc)
+
+    def _render_concurrently(self, plan: RoundPlan, stream) -> None:
+        """A generator that takes several generate() calls at once (e.g. one per remote server): keep up to that
+        many units' batches rendering, and score and record them in plan order on this thread."""
+        in_flight: deque = deque()
+        pool = ThreadPoolExecutor(max_workers=self.renderer.concurrency, thread_name_prefix="promptbeam-render")
+        try:
+            while stream or in_flight:
+                if stream and len(in_flight) < self.renderer.concurrency:
+                    batch = self._take(stream)
+                    todo = self._todo(batch)
+                    in_flight.append((batch, todo, pool.submit(self.renderer.generate, todo)))
+                    continue
+                batch, todo, future = in_flight.popleft()
+                self._render(plan, batch, stream, todo=todo, images=future.result())
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _take(self, stream) -> list[Candidate]:
+        """The next unit's candidates, recorded as the round's plan so far before any of them renders."""
+        if not stream.ready():
+            self._flush()          # the GPU waits for the LLM anyway: record what is rendered (previews, progress)
         started = time.perf_counter()
         try:
-            if self.recorded_plans is not None:
-                plan = self.recorded_plans.plan(iteration)
-            elif iteration == 0:
-                plan = self.planner.plan_initial(self.known)
-            else:
-                plan = self.planner.plan_refinement(iteration, self.survivors, self._pool(iteration - 1),
-                                                    self.candidates, self.known)
+            made = stream.next()
         finally:
             self._llm_s += time.perf_counter() - started
+            self._llm_work_s = self._llm_work_before + stream.llm_work_s
             self._save_timings()
-        self.record.set_pending(plan.candidates, iteration, plan.duplicates, plan.dimension)
-        return plan
+        plan = stream.plan
+        self.record.set_pending(plan.candidates, plan.iteration, plan.duplicates, plan.dimension,
+                                planned_parents=None if stream.complete else stream.planned_parents)
+        return made
 
-    def _render(self, plan: RoundPlan) -> list[Candidate]:
-        todo = [c for c in plan.candidates if c.status == STATUS_PENDING and not self.record.has_candidate(c.id)]
-        self.report_progress(plan.iteration, "generate", 0, len(plan.candidates))
-        images = self.renderer.generate(todo)
-        self.report_progress(plan.iteration, "score", 0, len(plan.candidates))
+    def _todo(self, batch: list[Candidate]) -> list[Candidate]:
+        return [c for c in batch if c.status == STATUS_PENDING and not self.record.has_candidate(c.id)]
+
+    def _render(self, plan: RoundPlan, batch: list[Candidate], stream, todo=None, images=None) -> None:
+        """Render (unless `images` already holds the batch's) and score one batch of the round. Its PNGs encode on
+        other threads while the next batch renders; its candidates are recorded, in order, by _flush."""
+        todo = self._todo(batch) if todo is None else todo
+        count = max(stream.expected, len(plan.candidates))
+        if images is None:
+            self.report_progress(plan.iteration, "generate", self._round_position, count)
+            images = self.renderer.generate(todo)
+        self._flush()                                 # the batch before this one: its PNGs had the GPU's time
+        self.report_progress(plan.iteration, "score", self._round_position, count)
         self.renderer.score(todo, images)
-        self.record.write_pngs([(c, images[c.id]) for c in todo if c.ok])
-        finished = []
-        for position, candidate in enumerate(plan.candidates, start=1):
-            if self.record.has_candidate(candidate.id):
-                finished.append(self.candidates[candidate.id])
-                continue
-            image = images.get(candidate.id) if candidate.ok else None
-            self.record.add_candidate(candidate)      # its PNG is written above
-            self.candidates[candidate.id] = candidate
-            if candidate.ok:     # a failed prompt may be tried again by another parent
-                self.known.add(candidate)
-            if image is not None:
-                self.images[candidate.id] = image
-            self.images_done += 1
-            finished.append(candidate)
-            if self.callbacks.on_candidate:
-                self.callbacks.on_candidate(candidate, image)
-            self.report_progress(plan.iteration, "score", position, len(plan.candidates))
-        return finished
+        pngs = [(c, images[c.id]) for c in todo if c.ok]
+        writing = self._png_pool.submit(self.record.write_pngs, pngs) if pngs else None
+        self._unrecorded.append((plan, batch, images, writing, count))
+
+    def _flush(self) -> None:
+        """Record the rendered batches, in plan order, once their PNGs are on disk: report entry, in-memory image,
+        on_candidate and progress, candidate by candidate."""
+        while self._unrecorded:
+            plan, batch, images, writing, count = self._unrecorded.popleft()
+            if writing is not None:
+                writing.result()                      # a PNG that could not be written fails the run, as before
+            for candidate in batch:
+                self._round_position += 1
+                if self.record.has_candidate(candidate.id):
+                    continue
+                image = images.get(candidate.id) if candidate.ok else None
+                self.record.add_candidate(candidate)      # its PNG is written above
+                self.candidates[candidate.id] = candidate
+                if image is not None:
+                    self.images[candidate.id] = image
+                self.images_done += 1
+                if self.callbacks.on_candidate:
+                    self.callbacks.on_candidate(candidate, image)
+                self.report_progress(plan.iteration, "score", self._round_position, count)
 
     def _select(self, plan: RoundPlan, finished: list[Candidate]) -> Optional[str]:
+        for candidate in finished:
+            if candidate.ok:     # a failed prompt may be tried again by another parent
+                self.known.add(candidate)
+        self._round_position = 0
         survivors = select_survivors(self.survivors, finished, self.config.keep_top)
         failed = [c.id for c in finished if c.status == STATUS_FAILED]
         best = survivors[0] if survivors else None
@@ -268,20 +355,30 @@ class SearchRun:
         if control:
             return len(self.candidates) + control["budget"]
         config = self.config
-        pending = self.record.report.get("pending")
-        in_flight = [c for c in (pending or {}).get("candidates", []) if c["id"] not in self.candidates]
-        rounds_started = len(self.iterations) + (1 if pending else 0)
+        current, current_round0 = self._round_remaining()
+        rounds_started = len(self.iterations) + (1 if self._round is not None else 0)
         per_round = [config.beam_width if r == 0 else config.keep_top * config.children_per_parent
                      for r in range(rounds_started, config.iterations)] if not self._beam_stopped else []
-        beam = len(self.candidates) + len(in_flight) + sum(per_round)
+        beam = len(self.candidates) + current + sum(per_round)
         if not config.control_arm:
             return beam
         # The control arm spends what the beam renders after round 0 (estimated until it starts, exact after).
-        round0 = sum(1 for c in self.candidates.values() if c.iteration == 0) + \
-            sum(1 for c in in_flight if c["iteration"] == 0)
         if rounds_started == 0:
             round0 = config.beam_width
+        else:
+            round0 = sum(1 for c in self.candidates.values() if c.iteration == 0) + current_round0
         return beam + beam - round0
+
+    def _round_remaining(self) -> tuple[int, int]:
+        """(images of the round in flight not recorded yet, of which in round 0): its planned candidates still to
+        finish, plus what its units still to answer will plan (their dropped near-duplicates never count)."""
+        if self._round is None:
+            return 0, 0
+        plan = self._round.plan
+        unrecorded = sum(1 for c in plan.candidates if c.id not in self.candidates)
+        unplanned = max(0, self._round.expected - len(plan.candidates) - len(plan.duplicates))
+        remaining = unrecorded + unplanned
+        return remaining, remaining if plan.iteration == 0 else 0
 
     def report_progress(self, iteration: int, phase: str, position: int, count: int) -> None:
         if self.callbacks.on_progress is None:
@@ -299,6 +396,7 @@ class SearchRun:
         timings["llm_s"] = base["llm_s"] + self._llm_s
         timings["generate_s"] = base["generate_s"] + self.renderer.generate_s
         timings["score_s"] = base["score_s"] + self.renderer.score_s
+        timings["llm_work_s"] = self._llm_work_s
         timings["wall_s"] = base["wall_s"] + (time.monotonic() - self._started)
         timings["rounds"] = list(self._round_timings)
         self.record.report["llm"] = {"calls": self._llm_at_start["calls"] + self.planner.calls,
@@ -306,6 +404,7 @@ class SearchRun:
         self.record.report["images"]["budget"] = self.image_budget()
 
     def _close(self, stop_reason: Optional[str], status: str, error: Optional[str]) -> None:
+        self._png_pool.shutdown(wait=True)
         self._save_timings()
         try:
             self.record.finish(stop_reason, status, error)

@@ -4,9 +4,12 @@
     result = search.run("a lighthouse in a storm", out_root="runs")
     result.best.prompt, result.best_image, result.report["lineage"]
 
-A round is phase-ordered: all LLM work (concurrent, bounded) -> optional Ollama unload -> one batched generation
-call -> one batched scoring call -> elitist selection. Round 0 expands the user prompt into N pairs; round k
-refines one half per surviving parent from a critique of its scores. Everything lands in a run directory
+A round streams (beam_stream): its LLM work runs in units (round 0: requests of two pairs; round k: one request
+per surviving parent, critique and children together), at most llm_concurrency at once, and each unit's
+candidates are rendered and scored as one batch, in plan order, while later units are still with the LLM. With
+low_vram the round is phase-ordered instead: all LLM work -> Ollama unload -> one batch. Then elitist selection.
+Round 0 expands the user prompt into N pairs; round k refines one half per surviving parent from a critique of
+its scores. Everything lands in a run directory
 (pipeline/record/) as it happens, so a run can be resumed after an interrupt and replayed without the LLM.
 The collaborators are passed in; nothing here imports ComfyUI or constructs a model.
 """

@@ -62,6 +62,12 @@ class Generator(Protocol):
 
     Results come back in request order. A backend may render requests of different prompts in one batch;
     it must give the same image for a request whether rendered alone or in a batch.
+
+    Optional capability, read with `getattr(generator, "concurrency", 1)`: how many generate() calls the caller
+    may have in flight at once (from different threads). A local GPU backend leaves it at 1, so the beam search
+    keeps GPU work in one thread; a backend that spreads calls over several servers sets it to their count, and
+    the search then renders that many batches of a round at once (scoring and the record stay in plan order).
+    It is not a protocol member, so generators without it still satisfy isinstance(g, Generator).
     """
 
     def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,

@@ -1,6 +1,7 @@
 """The LLM part: an Ollama HTTP client (`client`), the prompt operations a search asks of it (`operations`:
-expand, refine, combine, critique, negative, as `PromptEngine`), and their templates and JSON schemas
-(`templates`).
+expand, refine, combine, critique, negative, as `PromptEngine`; `rounds`: the per-round requests a search makes,
+round 0's pairs and each parent's critique with its children in one answer), the text clean-up and argument
+checks they share (`text`), and their templates and JSON schemas (`templates`).
 
 May import: pipeline.config, pipeline.errors. Nothing above it (no generation, scoring, beam, record, cli).
 

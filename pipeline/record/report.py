@@ -173,13 +173,18 @@ class RunRecord:
 
     # ---- round bookkeeping --------------------------------------------------------------------------------------
     def set_pending(self, plan: Optional[Iterable[Candidate]], iteration: Optional[int] = None,
-                    duplicates: Optional[list] = None, dimension: Optional[str] = None) -> None:
-        """The planned candidates of the round in flight (LLM work done, not all rendered), or None."""
+                    duplicates: Optional[list] = None, dimension: Optional[str] = None,
+                    planned_parents: Optional[list] = None) -> None:
+        """The planned candidates of the round in flight (not all rendered), or None. `planned_parents` is given
+        while the round's LLM work is still streaming in: the parents whose children are planned so far (the
+        others are asked for again on resume); None means the whole round is planned."""
         if plan is None:
             self.report["pending"] = None
         else:
             self.report["pending"] = {"iteration": iteration, "dimension": dimension,
                                       "candidates": [c.to_dict() for c in plan], "duplicates": duplicates or []}
+            if planned_parents is not None:
+                self.report["pending"]["planned_parents"] = list(planned_parents)
         self.save()
 
     def add_iteration(self, entry: dict, best: Optional[tuple[str, list[str], list[str]]] = None) -> None:

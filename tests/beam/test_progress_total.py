@@ -78,12 +78,13 @@ MEDIUM = ("thick impasto brushwork, muted palette, soft diffuse light, visible c
 
 
 def script_near_duplicate_expansions(fake_ollama, n: int) -> None:
-    """Round 0's WHAT and HOW expansions differ by one word each: their combined prompts share all but 4 of ~50
-    tokens, so all but one are dropped as near-duplicates (token Jaccard >= 0.9) before rendering."""
+    """Round 0's (WHAT, HOW) pairs differ by one word in each half: their combined prompts share all but 4 of ~50
+    tokens, so all but one are dropped as near-duplicates (token Jaccard >= 0.9) before rendering. Round 0 asks
+    for its pairs two per request (PromptEngine.expand_pairs)."""
     whats = [f"A tall {w} lighthouse {SCENE}" for w in ("amber", "cobalt", "scarlet", "violet", "silver")[:n]]
     hows = [f"Oil painting, {MEDIUM}, {w} accents" for w in ("dawn", "dusk", "noon", "winter", "summer")[:n]]
-    fake_ollama.script("/api/chat", {"content": json.dumps({"variants": whats})},
-                       {"content": json.dumps({"variants": hows})})
+    pairs = [{"what": what, "how": how} for what, how in zip(whats, hows)]
+    fake_ollama.script("/api/chat", *({"content": json.dumps({"pairs": pairs[i:i + 2]})} for i in range(0, n, 2)))
 
 
 def test_cli_bar_ends_at_100_when_duplicates_are_dropped(fake_ollama, models, tmp_path):

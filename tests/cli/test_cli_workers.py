@@ -156,7 +156,9 @@ def test_ctrl_c_interrupts_the_prompts_on_the_workers_and_resume_uses_them_again
     finally:
         process.kill()
     assert process.returncode == 130, stderr
-    assert a.interrupted == [running[0]] and b.interrupted == [running[1]]      # stopped on the workers too
+    # Stopped on the workers too: each running prompt is interrupted (rounds stream, so a worker may also hold a
+    # queued prompt of the next unit: it is deleted and interrupted as well), and nothing is left queued.
+    assert running[0] in a.interrupted and running[1] in b.interrupted
     assert a.load() == 0 and b.load() == 0 and not a.rendered and not b.rendered
     run_dir = only_run_dir(out)
     assert read_report(run_dir)["status"] == "interrupted"

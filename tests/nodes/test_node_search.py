@@ -133,7 +133,8 @@ def test_interrupt_raises_comfys_exception_and_keeps_the_record(comfy_base, inpu
     (run_dir,) = list((comfy_base / "output" / "promptbeam").iterdir())
     report = json.loads((run_dir / "report.json").read_text())
     assert report["stop_reason"] == "interrupted" and report["status"] == "interrupted"
-    assert len(report["candidates"]) == 8 and all((run_dir / c["image"]).is_file() for c in report["candidates"])
+    # round 1 renders parent by parent: the stop lands after its first parent's two children
+    assert len(report["candidates"]) == 6 and all((run_dir / c["image"]).is_file() for c in report["candidates"])
 
 
 def test_interrupt_flag_set_before_start(comfy_base, inputs):

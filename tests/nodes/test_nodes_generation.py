@@ -428,3 +428,29 @@ def test_describe_is_json_and_the_generator_satisfies_the_protocol(style_lora):
                            "loras": [{"path": "style.safetensors", "trigger": "pbstyle", "weight": 0.7}]}
     assert isinstance(generator, generation.Generator)
     assert os.path.isabs(generator.loras[0].path)
+
+
+def test_max_batch_groups_deterministic_requests_and_keeps_each_seeds_noise():
+    """Contract test on the fakes: with max_batch, euler requests go to one sample call whose noise rows are each
+    request's own seed noise; an ancestral request still gets its own call. (That the batch's pixels equal
+    KSampler's for each seed is proven on the real ComfyUI in tests/integration/test_comfy_generator.py.)"""
+    import dataclasses
+
+    from tests.comfy_fakes.fake_samplers import SAMPLE_CALLS
+    one_by_one = ComfyFluxGenerator(*models(), width=64, height=64, steps=2)
+    batched = ComfyFluxGenerator(*models(), width=64, height=64, steps=2, max_batch=4)
+    requests = [one_by_one.request(f"prompt {i}", 10 + i) for i in range(3)]
+    requests.append(dataclasses.replace(one_by_one.request("prompt 3", 13), sampler="euler_ancestral"))
+    singles = one_by_one.generate(requests)
+    SAMPLE_CALLS.clear()
+    steps = []
+    batch = batched.generate(requests, on_step=lambda done, total: steps.append((done, total)))
+    assert [call["noise"].shape[0] for call in SAMPLE_CALLS] == [3, 1]
+    latent = torch.zeros(1, 16, 8, 8)
+    for i in range(3):
+        assert torch.equal(SAMPLE_CALLS[0]["noise"][i:i + 1], comfy.sample.prepare_noise(latent, 10 + i, None))
+    assert steps[-1] == (8, 8) and [s for s, _ in steps] == sorted(s for s, _ in steps)
+    for ours, theirs in zip(batch, singles):
+        assert ours.seed == theirs.seed and torch.allclose(ours.image, theirs.image, atol=1e-5)
+    with pytest.raises(errors.InvalidParameter, match="max_batch"):
+        ComfyFluxGenerator(*models(), max_batch=0)

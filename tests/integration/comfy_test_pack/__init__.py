@@ -16,5 +16,43 @@ class PromptBeamTestTinyFlux:
         return (build_tiny_flux(seed),)
 
 
-NODE_CLASS_MAPPINGS = {"PromptBeamTestTinyFlux": PromptBeamTestTinyFlux}
-NODE_DISPLAY_NAME_MAPPINGS = {"PromptBeamTestTinyFlux": "Prompt Beam Test: Tiny Flux"}
+class PromptBeamTestGenerateMany:
+    """generator.generate() on several requests at once (one prompt per line, seeds seed, seed+1, ...) with the
+    generator's max_batch set, as the beam search calls it; the images come out as one IMAGE batch."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"generator": ("PROMPTBEAM_GENERATOR",), "prompts": ("STRING", {"multiline": True}),
+                             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+                             "max_batch": ("INT", {"default": 4, "min": 1, "max": 16}),
+                             "expect_batches": ("STRING", {"default": ""})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "generate"
+    CATEGORY = "Prompt Beam/testing"
+
+    def generate(self, generator, prompts, seed, max_batch, expect_batches=""):
+        import torch
+
+        generator.max_batch = max_batch
+        sizes, render_batch = [], generator._render_batch
+
+        def counted(requests, *args):
+            sizes.append(len(requests))
+            return render_batch(requests, *args)
+        generator._render_batch = counted
+        try:
+            lines = [line.strip() for line in prompts.splitlines() if line.strip()]
+            results = generator.generate([generator.request(text, seed + i) for i, text in enumerate(lines)])
+        finally:
+            del generator._render_batch
+        # The test states the batches it expects: a graph that rendered otherwise fails instead of passing.
+        if expect_batches and ",".join(map(str, sizes)) != expect_batches:
+            raise RuntimeError(f"rendered in batches {sizes}, expected {expect_batches}")
+        return (torch.stack([r.image for r in results]),)
+
+
+NODE_CLASS_MAPPINGS = {"PromptBeamTestTinyFlux": PromptBeamTestTinyFlux,
+                       "PromptBeamTestGenerateMany": PromptBeamTestGenerateMany}
+NODE_DISPLAY_NAME_MAPPINGS = {"PromptBeamTestTinyFlux": "Prompt Beam Test: Tiny Flux",
+                              "PromptBeamTestGenerateMany": "Prompt Beam Test: Generate Many"}
