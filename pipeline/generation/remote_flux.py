@@ -18,7 +18,7 @@ import requests
 from ..config import DEFAULT_FLUX_API_URL, LoraSpec
 from ..errors import GenerationFailed, Interrupted, InvalidParameter
 from .protocol import GenerationRequest, GenerationResult, StepCallback, StopCheck
-from ..services.protocol import send_when_free
+from ..services.protocol import answer_detail, json_answer, send_when_free
 
 START_HINT = "start it with `python -m pipeline.services.flux --port 8001` (FLUX_API_URL says where it listens)"
 
@@ -78,19 +78,8 @@ class RemoteFluxClient:
             field, message = _validation_error(response)
             raise InvalidParameter(field, f"rejected by the Flux service at {self.base_url}: {message}")
         if response.status_code == 403:
-            raise InvalidParameter("loras", f"refused by the Flux service at {self.base_url}: {_detail(response)}")
-        if response.status_code == 503:
-            wait = response.headers.get("Retry-After", "?")
-            raise GenerationFailed(f"Flux service at {self.base_url} is busy (503, Retry-After {wait} s): "
-                                   f"{_detail(response)}")
-        if response.status_code >= 400:
-            raise GenerationFailed(f"Flux service at {self.base_url} answered {response.status_code} to "
-                                   f"{method} {path}: {_detail(response)}")
-        try:
-            return response.json()
-        except ValueError:
-            raise GenerationFailed(f"Flux service at {self.base_url} answered {method} {path} with non-JSON: "
-                                   f"{response.text[:200]!r}") from None
+            raise InvalidParameter("loras", f"refused by the Flux service at {self.base_url}: {answer_detail(response)}")
+        return json_answer(response, f"Flux service at {self.base_url}", f"{method} {path}", GenerationFailed)
 
     def health(self) -> dict:
         return self._call("GET", "/health", self.health_timeout)
@@ -163,14 +152,6 @@ def _reason(exc: Exception) -> str:
     return "connection refused" if "refused" in text.lower() else text[:160]
 
 
-def _detail(response) -> str:
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
-    return str(detail)[:500]
-
-
 def _validation_error(response) -> tuple[str, str]:
     """FastAPI 422 body: {"detail": [{"loc": ["body", field, ...], "msg": ...}]} -> (field, message)."""
     try:
@@ -181,4 +162,4 @@ def _validation_error(response) -> tuple[str, str]:
         loc = [str(part) for part in items[0].get("loc", []) if part != "body"]
         messages = "; ".join(f"{'.'.join(str(p) for p in i.get('loc', [])[1:])}: {i.get('msg')}" for i in items)
         return (loc[0] if loc else "request"), messages
-    return "request", _detail(response)
+    return "request", answer_detail(response)

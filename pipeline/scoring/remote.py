@@ -16,7 +16,7 @@ import requests
 from .clip import image_groups
 from ..config import DEFAULT_VISION_API_URL
 from ..errors import InvalidParameter, ScoringFailed
-from ..services.protocol import encode_image, is_8bit, send_when_free  # noqa: F401  (is_8bit: part of this module's API)
+from ..services.protocol import answer_detail, encode_image, is_8bit, json_answer, send_when_free  # noqa: F401  (is_8bit: part of this module's API)
 from .scorer import ImageScore, caption_images, caption_prompt_for
 
 START_HINT = ("start it with `python -m pipeline.services.vision --port 8002` (LOCAL_VISION_API_URL or "
@@ -56,18 +56,8 @@ class RemoteScorer:
                                 "service, and a recent one?)")
         if response.status_code == 422:
             raise InvalidParameter("images", f"rejected by the vision service at {self.base_url}: "
-                                             f"{_detail(response)}")
-        if response.status_code == 503:
-            raise ScoringFailed(f"vision service at {self.base_url} is busy (503, Retry-After "
-                                f"{response.headers.get('Retry-After', '?')} s): {_detail(response)}")
-        if response.status_code >= 400:
-            raise ScoringFailed(f"vision service at {self.base_url} answered {response.status_code} to {method} "
-                                f"{path}: {_detail(response)}")
-        try:
-            return response.json()
-        except ValueError:
-            raise ScoringFailed(f"vision service at {self.base_url} answered {method} {path} with non-JSON: "
-                                f"{response.text[:200]!r}") from None
+                                             f"{answer_detail(response)}")
+        return json_answer(response, f"vision service at {self.base_url}", f"{method} {path}", ScoringFailed)
 
     def health(self) -> dict:
         self._service = self._call("GET", "/health", self.health_timeout)
@@ -121,11 +111,3 @@ class RemoteScorer:
             info.update({key: service[key] for key in ("clip_model", "aesthetic_model", "aesthetic_kind", "device",
                                                        "dtype") if key in service})
         return info
-
-
-def _detail(response) -> str:
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
-    return str(detail)[:500]

@@ -77,3 +77,27 @@ def send_when_free(send: Callable[[], "object"], budget_s: float, sleep: Callabl
         waited += wait
         response = send()
     return response
+
+
+def answer_detail(response) -> str:
+    """What a service said about a refused request: FastAPI's `detail`, else the body (at most 500 characters)."""
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text
+    return str(detail)[:500]
+
+
+def json_answer(response, service: str, what: str, failure: type) -> dict:
+    """The JSON body of a service's answer to `what` ("POST /score"). A busy service (503), any other error
+    status, or a body that is not JSON raises `failure` with the service's own words; callers map the statuses
+    that mean a bad parameter (422, 403) to InvalidParameter before calling this."""
+    if response.status_code == 503:
+        raise failure(f"{service} is busy (503, Retry-After {response.headers.get('Retry-After', '?')} s): "
+                      f"{answer_detail(response)}")
+    if response.status_code >= 400:
+        raise failure(f"{service} answered {response.status_code} to {what}: {answer_detail(response)}")
+    try:
+        return response.json()
+    except ValueError:
+        raise failure(f"{service} answered {what} with non-JSON: {response.text[:200]!r}") from None
