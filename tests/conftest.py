@@ -4,10 +4,12 @@
 - tests/fixtures/tiny_clip.py  tiny random open_clip model via `local-dir:` + LAION-layout aesthetic head
 - tests/fixtures/tiny_flux.py  tiny random diffusers Flux pipeline saved as a diffusers folder
 - tests/fixtures/comfy.py      the fake ComfyUI modules and a loader that imports the pack as ComfyUI does
+- tests/fixtures/comfy_worker.py  a loopback ComfyUI-protocol server standing in for render workers
 """
 pytest_plugins = [
     "tests.fixtures.ollama",
     "tests.fixtures.tiny_clip",
     "tests.fixtures.tiny_flux",
     "tests.fixtures.comfy",
+    "tests.fixtures.comfy_worker",
 ]

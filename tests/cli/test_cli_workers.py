@@ -12,25 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fixtures.comfy_worker import FakeComfyWorker, expected_pixels
+from tests.fixtures.comfy_worker import expected_pixels
 from tests.fixtures.servers import free_port
 from tests.cli.test_cli_search import cli, cli_env, only_run_dir, read_report
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "workflows" / "api" / "render_flux_worker.json"
-
-
-@pytest.fixture
-def workers():
-    started = []
-
-    def start(count: int = 2, **kwargs) -> list[FakeComfyWorker]:
-        new = [FakeComfyWorker(name=f"w{len(started) + i}", **kwargs) for i in range(count)]
-        started.extend(new)
-        return new
-    yield start
-    for worker in started:
-        worker.kill()
 
 
 @pytest.fixture

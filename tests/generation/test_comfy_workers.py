@@ -18,24 +18,11 @@ from pipeline.generation.comfy_workers import AllWorkersDown, ComfyWorkerPool, W
 from pipeline.errors import GenerationFailed, Interrupted, InvalidParameter
 from pipeline.generation import GenerationRequest
 from pipeline.comfy_api.client import ComfyClient, load_workflow
-from tests.fixtures.comfy_worker import FakeComfyWorker, expected_pixels
+from tests.fixtures.comfy_worker import expected_pixels
 from tests.fixtures.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "workflows" / "api" / "render_flux_worker.json"
-
-
-@pytest.fixture
-def workers():
-    started = []
-
-    def start(count: int = 2, **kwargs) -> list[FakeComfyWorker]:
-        new = [FakeComfyWorker(name=f"w{len(started) + i}", **kwargs) for i in range(count)]
-        started.extend(new)
-        return new
-    yield start
-    for worker in started:
-        worker.kill()
 
 
 def workflow() -> dict:
