@@ -1,5 +1,5 @@
 """The LLM side of a round: from the user prompt (round 0) or the surviving parents (later rounds) to the
-round's planned candidates, as a RoundStream of units (beam_stream). Calls run concurrently, bounded by
+round's planned candidates, as a RoundStream of units (stream.py). Calls run concurrently, bounded by
 `llm_concurrency`; each is wrapped so that should_stop is polled before and after it."""
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
     result = search.run("a lighthouse in a storm", out_root="runs")
     result.best.prompt, result.best_image, result.report["lineage"]
 
-A round streams (beam_stream): its LLM work runs in units (round 0: requests of two pairs; round k: one request
+A round streams (stream.py): its LLM work runs in units (round 0: requests of two pairs; round k: one request
 per surviving parent, critique and children together), at most llm_concurrency at once, and each unit's
 candidates are rendered and scored as one batch, in plan order, while later units are still with the LLM. With
 low_vram the round is phase-ordered instead: all LLM work -> Ollama unload -> one batch. Then elitist selection.

@@ -1,7 +1,7 @@
 """A Generator that renders on several ComfyUI servers ("workers") through their HTTP API queue.
 
 Each request becomes one prompt: the render workflow with the request's text, seed, steps and size set
-(comfy_graph.render_graph), queued with POST /prompt on the least-loaded live worker (GET /queue), followed on
+(render_graph, from the roles comfy_api.graph finds), queued with POST /prompt on the least-loaded live worker (GET /queue), followed on
 /history and fetched with /view. A generate() call renders its requests on all workers in parallel, and several
 calls may run at once (`concurrency` = number of workers); results come back in request order whatever finished
 first, and a worker renders a request exactly as the same workflow does in ComfyUI's editor for that seed.

@@ -1,5 +1,5 @@
 """The prompt operations of the search: expand, refine, combine, critique, negative — and, for whole rounds in
-few requests, expand_pairs and refine_children (prompt_rounds).
+few requests, expand_pairs and refine_children (rounds.py).
 
 Each operation is one structured Ollama call (JSON schema as `format`). A reply that cannot be used is retried
 once with the schema spelled out; if it is still unusable, a rule-based fallback produces the value and the

@@ -1,5 +1,5 @@
 """Text handling shared by the prompt operations: cleaning a model's text, telling variants apart, and checking
-the operations' arguments. Kept apart from PromptEngine so that the per-round operations (prompt_rounds) use the
+the operations' arguments. Kept apart from PromptEngine so that the per-round operations (rounds.py) use the
 same rules without importing the engine."""
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from .page_svg import beam_tree, score_plot
 log = logging.getLogger(__name__)
 
 PAGE_NAME = "report.html"
-READS_SCHEMA_VERSION = 1            # the report.json schema this page was written for (pipeline/record.py)
+READS_SCHEMA_VERSION = 1            # the report.json schema this page was written for (record/report.py)
 RELOAD_WHILE_RUNNING_S = 5          # a running search's page reloads itself (a meta refresh: no script needed)
 _SEARCH_SETTINGS = ("beam_width", "keep_top", "iterations", "alpha", "seed", "dimension_policy", "seed_policy",
                     "patience", "target_score", "time_budget_s", "width", "height", "steps", "guidance", "sampler",

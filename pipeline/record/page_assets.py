@@ -1,4 +1,4 @@
-"""The style sheet and the small script inlined into every report.html (pipeline/report_page.py).
+"""The style sheet and the small script inlined into every report.html (record/page.py).
 
 Everything the page shows is plain HTML and SVG written by Python, so it reads the same with JavaScript off. The
 full-size view of a candidate is a CSS :target overlay (a link to #view-<id>), which needs no script either. The

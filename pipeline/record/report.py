@@ -2,7 +2,7 @@
 
 Layout (docs/report-schema.md documents every field):
     <root>/<run_id>/report.json
-    <root>/<run_id>/report.html                   the same record as a page (pipeline/report_page.py)
+    <root>/<run_id>/report.html                   the same record as a page (record/page.py)
     <root>/<run_id>/i{iteration}c{index}.png      one per rendered candidate, text metadata inside
     <root>/<run_id>/control_{j}.png               images of the equal-budget control arm, when enabled
 

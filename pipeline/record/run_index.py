@@ -16,7 +16,7 @@ from urllib.parse import quote
 from .page_assets import STYLE
 
 REPORT_NAME = "report.json"
-# The names RunRecord.create accepts (pipeline/record.py): one path segment, never "." or "..".
+# The names RunRecord.create accepts (record/report.py): one path segment, never "." or "..".
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 

@@ -6,7 +6,7 @@
 
 POST /analyze {imagePath | imageUrl, prompt} -> {alignmentScore, aestheticScore, analysis, strengths, weaknesses};
 POST /score {images: [PNG base64 | {png} | {f32, shape}], prompt | prompts} -> {scores: [{alignment, aesthetic}]}
-(a batch in one CLIP forward, for pipeline.remote_scorer.RemoteScorer);
+(a batch in one CLIP forward, for pipeline.scoring.remote.RemoteScorer);
 GET /health -> {status, device, models, model_loaded, scorer, queue}; POST /load and POST /unload move the weights.
 
 File access is confined: `imagePath` is read only inside the --allow-dir folders (default: ./output, where the

@@ -1,5 +1,5 @@
 """The vision service's batch endpoint body: images sent as data, not paths, so a client on another machine
-can score what it holds in memory (pipeline.remote_scorer.RemoteScorer).
+can score what it holds in memory (pipeline.scoring.remote.RemoteScorer).
 
 An image is either an 8-bit PNG (base64; lossless for images that came from PNGs, as the Flux service's do) or
 raw float32 RGB ({"f32": base64, "shape": [H, W, 3]}, values in [0, 1]), which carries a tensor bit for bit: the

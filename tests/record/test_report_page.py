@@ -1,6 +1,6 @@
-"""report.html (pipeline/report_page.py) on real recorded runs: what each kind of run shows, escaping, the schema
+"""report.html (pipeline/record/page.py) on real recorded runs: what each kind of run shows, escaping, the schema
 version notice, and that the page follows report.json during a run. The same pages in a real browser:
-tests/test_report_page_browser.py."""
+tests/record/test_report_page_browser.py."""
 import json
 import os
 from html.parser import HTMLParser

@@ -1,4 +1,4 @@
-"""The list of run directories (pipeline/run_index.py): order, damaged runs, what is not a run, escaping."""
+"""The list of run directories (pipeline/record/run_index.py): order, damaged runs, what is not a run, escaping."""
 import json
 import os
 
