@@ -36,11 +36,12 @@ def score_plot(rounds: Sequence[dict], control_best: Optional[float]) -> str:
 
     parts = [f'<svg class="score-plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'role="img" aria-label="best and mean total per round">']
+    decimals = 1 if (high - low) / 4 >= 0.5 else 2      # grid labels that differ from each other
     for i in range(5):                      # horizontal grid with labels
         value = low + (high - low) * i / 4
         parts.append(f'<line class="axis" x1="{left}" x2="{left + plot_w}" y1="{_num(y(value))}" '
                      f'y2="{_num(y(value))}"/><text x="{left - 6}" y="{_num(y(value) + 4)}" '
-                     f'text-anchor="end">{value:.1f}</text>')
+                     f'text-anchor="end">{value:.{decimals}f}</text>')
     for position, entry in enumerate(rounds):
         parts.append(f'<text x="{_num(x(position))}" y="{height - 12}" text-anchor="middle">'
                      f'round {entry["iteration"]}</text>')
@@ -53,6 +54,7 @@ def score_plot(rounds: Sequence[dict], control_best: Optional[float]) -> str:
                      f'<title>control arm best {control_best:.2f}</title></circle>'
                      # labelled at the left end: the right end is where the best series ends, often close by
                      f'<text x="{left + 6}" y="{_num(y(control_best) - 5)}">control {control_best:.1f}</text>')
+    label_ys: list[float] = []
     for key, label in (("mean", "mean"), ("best", "best")):
         points = [(x(p), y(r[key]), r) for p, r in enumerate(rounds) if r[key] is not None]
         if not points:
@@ -64,7 +66,11 @@ def score_plot(rounds: Sequence[dict], control_best: Optional[float]) -> str:
                          f'cy="{_num(py)}" r="{4.5 if key == "best" else 3.5}"><title>round {entry["iteration"]} '
                          f'{label} {entry[key]:.2f}</title></circle>')
         last_x, last_y, last = points[-1]
-        parts.append(f'<text x="{_num(last_x + 10)}" y="{_num(last_y + 4)}">{label} {last[key]:.1f}</text>')
+        label_y = last_y + 4
+        while any(abs(label_y - other) < 12 for other in label_ys):     # best and mean end close: stack them
+            label_y -= 12
+        label_ys.append(label_y)
+        parts.append(f'<text x="{_num(last_x + 10)}" y="{_num(label_y)}">{label} {last[key]:.1f}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
