@@ -105,7 +105,7 @@ def test_flags_win_over_the_environment_and_in_process_forces_local():
 
 
 def test_resume_reuses_the_recorded_service_urls():
-    from pipeline.cli.search import recorded_models
+    from pipeline.cli.models import recorded_models
 
     environ = {"LOCAL_VISION_API_URL": "http://env:8002"}
     report = {"config": {"cli": {"flux": "x", "flux_url": "http://gpu:8001", "vision_url": "in-process"}}}

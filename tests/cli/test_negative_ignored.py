@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.cli.search import recorded_models
+from pipeline.cli.models import recorded_models
 from pipeline.record.pnginfo import read_png_text
 
 from tests.cli.test_cli_search import cli, only_run_dir, read_report
