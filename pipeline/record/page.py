@@ -13,7 +13,6 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import os
 from html import escape
 from pathlib import Path
 from typing import Optional
@@ -21,6 +20,7 @@ from urllib.parse import quote
 
 from .page_assets import SCRIPT, STYLE
 from .page_svg import beam_tree, score_plot
+from .storage import replacing
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,9 @@ _MODEL_PARTS = ("generator", "scorer", "llm")
 def write_page(run_dir, report: dict) -> Path:
     """Write report.html for `report` into `run_dir` atomically (a reader never sees half a page)."""
     path = Path(run_dir) / PAGE_NAME
-    tmp = path.with_name(PAGE_NAME + ".tmp")
-    tmp.write_text(build_page(report), encoding="utf-8")
-    os.replace(tmp, path)
+    page = build_page(report).encode("utf-8")
+    with replacing(path) as handle:        # the record's own atomic write: a torn .tmp never stays behind
+        handle.write(page)
     return path
 
 

@@ -202,3 +202,28 @@ def comfy_server(tmp_path_factory, tiny_model_dir):
     finally:
         stop_process(server.process, timeout=20)
         shutil.rmtree(base / "temp", ignore_errors=True)
+
+
+# -- the editor in a real browser -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def editor_module():
+    """test_editor.py: the editor driver and browser set-up the editor tests share (skips without Playwright or a
+    Chromium binary, PROMPTBEAM_CHROMIUM)."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = os.environ.get("PROMPTBEAM_CHROMIUM", "/usr/bin/chromium")
+    if not shutil.which(chromium):
+        pytest.skip(f"no Chromium at {chromium} (set PROMPTBEAM_CHROMIUM)")
+    import test_editor
+    return test_editor
+
+
+@pytest.fixture(scope="module")
+def browser(comfy_server, editor_module):
+    """Headless Chromium on the running ComfyUI, its first-run tutorial already dismissed."""
+    requests.post(f"{comfy_server.url}/settings/Comfy.TutorialCompleted", json=True, timeout=10)
+    with editor_module.sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=editor_module.CHROMIUM,
+                                             args=editor_module.CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()

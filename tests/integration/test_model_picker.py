@@ -4,7 +4,6 @@ loopback. The picker must leave workflows alone: the shipped ones still export t
 twins with the extension loaded. Editor tests skip like test_editor.py without Playwright / Chromium."""
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -44,30 +43,10 @@ def test_the_route_answers_an_unreachable_ollama_with_what_to_do(comfy_server):
 
 # -- the editor --------------------------------------------------------------------------------------------------------
 
-def _editor_module():
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    chromium = os.environ.get("PROMPTBEAM_CHROMIUM", "/usr/bin/chromium")
-    if not shutil.which(chromium):
-        pytest.skip(f"no Chromium at {chromium} (set PROMPTBEAM_CHROMIUM)")
-    import test_editor   # the same editor driver and browser set-up as the workflow checks
-    return test_editor
-
-
-@pytest.fixture(scope="module")
-def browser(comfy_server):
-    editor_module = _editor_module()
-    requests.post(f"{comfy_server.url}/settings/Comfy.TutorialCompleted", json=True, timeout=10)
-    with editor_module.sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=editor_module.CHROMIUM,
-                                             args=editor_module.CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def editor(browser, comfy_server):
+def editor(browser, editor_module, comfy_server):
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    page = _editor_module().Editor(context, comfy_server.url)
+    page = editor_module.Editor(context, comfy_server.url)
     yield page
     context.close()
 

@@ -5,8 +5,6 @@ Chromium: the page served by ComfyUI loads every image without errors, and the e
 "open run viewer" button and the Prompt Beam runs menu command (skipped without Playwright / Chromium)."""
 import http.client
 import json
-import os
-import shutil
 from urllib.parse import urlsplit
 
 import pytest
@@ -100,25 +98,6 @@ def test_dot_dot_and_unknown_run_ids_are_404(comfy_server, searched):
 
 # -- in the browser ----------------------------------------------------------------------------------------------------
 
-def _editor_module():
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not shutil.which(os.environ.get("PROMPTBEAM_CHROMIUM", "/usr/bin/chromium")):
-        pytest.skip("no Chromium (set PROMPTBEAM_CHROMIUM)")
-    import test_editor   # the same editor driver and browser set-up as the workflow checks
-    return test_editor
-
-
-@pytest.fixture(scope="module")
-def browser(comfy_server):
-    editor_module = _editor_module()
-    requests.post(f"{comfy_server.url}/settings/Comfy.TutorialCompleted", json=True, timeout=10)
-    with editor_module.sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=editor_module.CHROMIUM,
-                                             args=editor_module.CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
 def test_the_served_page_loads_every_image_without_errors(browser, comfy_server, searched):
     report, _ = searched
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -141,13 +120,13 @@ def test_the_served_page_loads_every_image_without_errors(browser, comfy_server,
         context.close()
 
 
-def test_the_editor_shows_the_run_viewer_button_and_menu_command(browser, comfy_server, fake_ollama,
+def test_the_editor_shows_the_run_viewer_button_and_menu_command(browser, editor_module, comfy_server, fake_ollama,
                                                                    tiny_clip_dir, tiny_aesthetic_path):
     """A search node on the editor's canvas; the same graph queued for this editor's client id (with the canvas
     node's id), as the Queue button does: the node grows an "open run viewer" button that opens the run's page."""
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     try:
-        editor = _editor_module().Editor(context, comfy_server.url)
+        editor = editor_module.Editor(context, comfy_server.url)
         page = editor.page
         node_id, client_id = page.evaluate("""() => {
             const node = LiteGraph.createNode("PromptBeamSearch"); app.graph.add(node);
