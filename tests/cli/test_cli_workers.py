@@ -158,6 +158,23 @@ def test_ctrl_c_interrupts_the_prompts_on_the_workers_and_resume_uses_them_again
     assert {c["render"]["worker"] for c in report["candidates"]} == {a.url, b.url}   # the recorded workers
 
 
+def test_workers_and_the_flux_service_together_exit_2(fake_ollama, scoring, tmp_path):
+    """Two places to render given as flags: refused before anything is contacted, naming the flag. A
+    FLUX_API_URL in the environment yields to --comfy-workers instead: the workers are what the search tries."""
+    result = search(fake_ollama, scoring, tmp_path / "runs", "--comfy-workers", "http://127.0.0.1:1",
+                    "--flux-url", "http://127.0.0.1:2")
+    assert result.returncode == 2, result.stderr
+    assert ("--flux-url: renders on the Flux service and --comfy-workers on ComfyUI servers: give one of them"
+            in result.stderr)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+    worker = f"http://127.0.0.1:{free_port()}"
+    result = cli("search", "a lighthouse at dusk", "--ollama-url", fake_ollama.url, *scoring, "--out",
+                 tmp_path / "runs", "--comfy-workers", worker, env=cli_env(FLUX_API_URL="http://127.0.0.1:2"))
+    assert result.returncode == 1 and "no ComfyUI worker answers" in result.stderr and worker in result.stderr
+    assert "Flux service" not in result.stderr
+
+
 def test_a_bad_worker_timeout_exits_2(fake_ollama, scoring, tmp_path):
     result = search(fake_ollama, scoring, tmp_path / "runs", "--comfy-workers", "http://127.0.0.1:1",
                     "--worker-timeout", "0")
