@@ -6,6 +6,8 @@ happens here only.
 """
 from __future__ import annotations
 
+import base64
+import io
 from typing import Sequence, Union
 
 import numpy as np
@@ -30,6 +32,19 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     check_hwc(image, "image")
     array = (image.detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
     return Image.fromarray(array, mode="RGB")
+
+
+def png_base64(image: Union[torch.Tensor, Image.Image], max_side: int = 768) -> str:
+    """An image as base64 PNG for a vision model's `images` field, shrunk so its longer side is at most `max_side`
+    (vision models cut large images into many tiles, each costing context). PNG, not JPEG: what the model sees
+    is exactly the recorded pixels, resized."""
+    picture = image if isinstance(image, Image.Image) else tensor_to_pil(image)
+    if max(picture.size) > max_side:
+        picture = picture.copy()
+        picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def check_hwc(image: torch.Tensor, name: str = "images") -> None:

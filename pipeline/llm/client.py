@@ -1,6 +1,7 @@
-"""A thin Ollama HTTP client: chat with a JSON-schema `format`, model listing, running models, unload.
+"""A thin Ollama HTTP client: chat with a JSON-schema `format`, model listing and details, running models, unload.
 
-Only the native Ollama API is used (`/api/chat`, `/api/tags`, `/api/ps`, `/api/generate`), over `requests`.
+Only the native Ollama API is used (`/api/chat`, `/api/tags`, `/api/show`, `/api/ps`, `/api/generate`), over
+`requests`.
 Failures become typed exceptions whose messages say what to do. The client is safe to share between threads:
 each thread gets its own `requests.Session` (a Session is not documented as thread-safe).
 """
@@ -272,6 +273,12 @@ class OllamaClient:
         reply, _ = self._request("GET", "/api/ps", None, what="list running models")
         return [dict(m) for m in reply.get("models") or []]
 
+    def show(self) -> dict:
+        """What the server knows of the model (`ollama show`): `details` (family, families), `capabilities`
+        (e.g. ["completion", "vision"]; servers since 0.6.4 report it), `model_info`, `projector_info`."""
+        reply, _ = self._request("POST", "/api/show", {"model": self.model}, what="show model")
+        return reply
+
     def is_loaded(self) -> bool:
         return any(same_model(str(m.get("name") or m.get("model") or ""), self.model) for m in self.running())
 
@@ -317,7 +324,7 @@ class OllamaClient:
                 last_problem = f"HTTP {response.status_code}: {_server_message(response)}"
                 last_status = response.status_code
                 continue
-            if response.status_code == 404 and path in ("/api/chat", "/api/generate"):
+            if response.status_code == 404 and path in ("/api/chat", "/api/generate", "/api/show"):
                 raise self._model_not_found(self._installed_or_empty(), server_message=_server_message(response))
             if response.status_code >= 400:
                 raise OllamaError(f"Ollama at {self.base_url} rejected the {what} request for model "

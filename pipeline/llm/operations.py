@@ -16,18 +16,20 @@ from ..errors import InvalidParameter
 from . import templates as tpl
 from .client import ChatStats, OllamaBadOutput, OllamaClient, extract_json
 from .rounds import RoundOperations
+from .vision import VisionOperations
 from .templates import severity  # noqa: F401  (part of this module's API)
 from .text import (OpResult, T, _count, _critique_dict, _descriptiveness, _dimension, _index, _messages,  # noqa: F401
                    _negative_terms, _parse_variants, _scores, _sentence, _single_text, _style, _text, clean_text,
                    distinct_key, usable)
 
-DEFAULT_TEMPERATURES = {"expand": 0.85, "refine": 0.7, "combine": 0.5, "critique": 0.4, "negative": 0.3}
+DEFAULT_TEMPERATURES = {"expand": 0.85, "refine": 0.7, "combine": 0.5, "critique": 0.4, "negative": 0.3,
+                        "critic": 0.2, "judge": 0.0}
 DEFAULT_NUM_PREDICT = {"refine": 400, "combine": 600, "critique": 400, "negative": 300}
 MAX_EXPAND = 32
 MAX_REFINE_VARIANTS = 16
 
 
-class PromptEngine(RoundOperations):
+class PromptEngine(RoundOperations, VisionOperations):
     """The LLM side of the search, over one OllamaClient. Safe to call from several threads at once.
 
     temperature: one value for every operation, or None for the per-operation defaults (DEFAULT_TEMPERATURES).

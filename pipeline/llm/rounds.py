@@ -2,7 +2,9 @@
 
     expand_pairs     round 0: N (WHAT, HOW, combined prompt) triples in ONE request
     refine_children  round k: for one parent, its critique and its M children (half + combined prompt) in ONE
-                     request; the critique comes first in the answer, so each child is written from it
+                     request; the critique comes first in the answer, so each child is written from it. A vision
+                     model may be shown the parent's image and evaluate it first (analysis, strengths,
+                     weaknesses); a separate critic's evaluation may be given instead, for the children to fix
 
 They give the same record as the single operations (expand, critique, refine_variants, combine): WHAT and HOW stay
 separate fields, the critique is kept on each child, and any part the model did not deliver usably is produced by
@@ -14,6 +16,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Optional
 
 from . import templates as tpl
+from .vision import (EVALUATION_SCHEMA, MAX_SIDE, ImageInput, encoded, evaluation_text,
+                     parse_evaluation)
 from .text import (OpResult, _count, _critique_dict, _descriptiveness, _dimension, _index, _messages, _scores, _style,
                    _text, clean_text, distinct_key, usable)
 
@@ -47,8 +51,19 @@ Each improved {dim} text ("{key}"):
 - follows YOUR recommendation; keeps what your critique did not fault and every element of the original request;
 - does not repeat an edit that lowered the score; builds on edits that raised it;
 - is complete (2 to 4 sentences) and differs clearly from the current text and from the other children.
-{prompt_rule}Answer with JSON only: {{"critique": "...", "recommendation": "...", "reason": "...",
-"children": [{fields}, ...]}} with exactly {n} children."""
+{prompt_rule}{look_rule}Answer with JSON only: {{{evaluation_fields}"critique": "...", "recommendation": "...",
+"reason": "...", "children": [{fields}, ...]}} with exactly {n} children."""
+
+# With a vision model writing the children itself: it looks at the parent's image first, against the user's
+# request only, and the children answer what it saw.
+LOOK_RULE = """You also see the image rendered from the current prompt. Before the review, look at it and judge it
+against the user's request alone, not against the prompt text: "analysis" (what the image actually shows and how far
+it meets the request), "strengths" and "weaknesses" (short phrases, the most important first: missing or wrong
+subjects, counts, colours, positions or text; malformed hands, faces or anatomy; artefacts; then composition and
+light). Your review and every child must fix those weaknesses.
+"""
+EVALUATION_FIELDS = '"analysis": "...", "strengths": ["..."], "weaknesses": ["..."], '
+FIX_WEAKNESSES = "Your review and every improved text must fix these weaknesses."
 
 # When round 0 is split over several requests (so the first pairs render while the others are written), each
 # request gets its own direction: the requests cannot see each other, and this keeps their entries apart.
@@ -80,10 +95,12 @@ def pairs_schema(n: int, combine: bool) -> dict:
             "required": ["pairs"]}
 
 
-def children_schema(dimension: str, n: int, combine: bool) -> dict:
+def children_schema(dimension: str, n: int, combine: bool, evaluate: bool = False) -> dict:
+    """evaluate: the answer opens with the model's own evaluation of the image it was shown."""
     keys = (dimension, "prompt") if combine else (dimension,)
     item = {"type": "object", "properties": {k: {"type": "string"} for k in keys}, "required": list(keys)}
-    properties = {key: {"type": "string"} for key in ("critique", "recommendation", "reason")}
+    properties = dict(EVALUATION_SCHEMA["properties"]) if evaluate else {}
+    properties.update({key: {"type": "string"} for key in ("critique", "recommendation", "reason")})
     properties["children"] = {"type": "array", "items": item, "minItems": n, "maxItems": n}
     return {"type": "object", "properties": properties, "required": list(properties)}
 
@@ -157,9 +174,14 @@ class RoundOperations:
     def refine_children(self, user_prompt: str, what: str, how: str, prompt: str, scores: Mapping, dimension: str,
                         n: int, history: Iterable[Mapping] = (), caption: Optional[str] = None,
                         descriptiveness: int = 2, style: str = "natural", combine: bool = True,
-                        seed: Optional[int] = None) -> OpResult[dict]:
+                        seed: Optional[int] = None, image: Optional[ImageInput] = None,
+                        evaluation: Optional[Mapping] = None, max_side: int = MAX_SIDE) -> OpResult[dict]:
         """One parent's critique and n children, in one call ->
-        {critique: {critique, recommendation, reason}, children: [{what, how, prompt, fallbacks}]}."""
+        {critique: {critique, recommendation, reason}, children: [{what, how, prompt, fallbacks}],
+         evaluation: {analysis, strengths, weaknesses} | None, evaluation_problem: str}.
+
+        image: the parent's rendered image, for a vision model that looks at it and evaluates it before writing
+        (the answer's `evaluation`). evaluation: what a separate vision critic saw, for the children to fix."""
         user_prompt, dimension = _text("user_prompt", user_prompt), _dimension(dimension)
         what, how, prompt = _text("what", what), _text("how", how), str(prompt or "")
         n, scores, history = _count("n", n, MAX_CHILDREN), _scores(scores, dimension), list(history)
@@ -173,19 +195,32 @@ class RoundOperations:
             flux_note=tpl.FLUX_NOTE, dim=dim, score="alignment" if dimension == "what" else "aesthetic",
             half_rules=tpl.HALF_RULES[dimension], key=dimension, fields=_fields(keys),
             prompt_rule=PROMPT_RULE.format(dim=dim, other=other.upper(),
-                                           combine_rules=_combine_rules(descriptiveness, style)) if combine else "")
+                                           combine_rules=_combine_rules(descriptiveness, style)) if combine else "",
+            look_rule=LOOK_RULE if image is not None else "",
+            evaluation_fields=EVALUATION_FIELDS if image is not None else "")
         level, why = tpl.severity(dimension, scores)
         lines = [tpl.critique_user(user_prompt, what, how, prompt, scores, dimension, level, why, caption)]
         past = tpl.describe_history(history)
         if past:
             lines += ["Earlier edits in this line (oldest first):"] + past
-        lines.append(f"Review it, then write {n} different improved {dim} texts.")
-        user = "\n".join(lines)
+        if evaluation:
+            lines += [evaluation_text(evaluation), FIX_WEAKNESSES]
+        lines.append(f"{'Look at the image, review it' if image is not None else 'Review it'}, then write {n} "
+                     f"different improved {dim} texts.")
+        messages = _messages(system, "\n".join(lines))
+        if image is not None:
+            messages[-1]["images"] = [encoded(image, max_side)]
         banned = {distinct_key(current)}
+        seen_image: dict = {}
 
         def parse(data: Any) -> dict:
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            if image is not None:     # an unusable evaluation does not sink usable children
+                try:
+                    seen_image["evaluation"], seen_image["problem"] = parse_evaluation(data), ""
+                except ValueError as exc:
+                    seen_image["evaluation"], seen_image["problem"] = None, str(exc)
             review = {key: clean_text(str(data.get(key) or "")) for key in ("critique", "recommendation", "reason")}
             for key in ("critique", "recommendation"):
                 if not review[key]:
@@ -202,8 +237,12 @@ class RoundOperations:
                 children.append({"half": half, "prompt": _prompt_or_none(item) if combine else None})
             return {"critique": review, "children": children}
 
-        answer, stats, problem = self._ask("refine", _messages(system, user), children_schema(dimension, n, combine),
-                                           parse, seed, num_predict=300 + (420 if combine else 220) * n)
+        schema = children_schema(dimension, n, combine, evaluate=image is not None)
+        num_predict = (600 if image is not None else 300) + (420 if combine else 220) * n
+        answer, stats, problem = self._ask("refine", messages, schema, parse, seed, num_predict=num_predict)
+        looked = {"evaluation": seen_image.get("evaluation"),
+                  "evaluation_problem": seen_image.get("problem", problem)} if image is not None else \
+            {"evaluation": None, "evaluation_problem": ""}
         shared: list[str] = []
         if answer is None:
             self._refuse_fallback("refine", problem)
@@ -228,8 +267,8 @@ class RoundOperations:
                 fallbacks.append("combine")
             out.append({**halves, "prompt": combined or "", "fallbacks": fallbacks})
         fallbacks = sum(1 for c in out if c["fallbacks"])
-        return OpResult({"critique": _critique_dict(answer["critique"]), "children": out}, fallback=fallbacks > 0,
-                        stats=stats, fallback_count=fallbacks, problem=problem)
+        return OpResult({"critique": _critique_dict(answer["critique"]), "children": out, **looked},
+                        fallback=fallbacks > 0, stats=stats, fallback_count=fallbacks, problem=problem)
 
 
 def _field(item: Any, key: str) -> str:
