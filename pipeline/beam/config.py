@@ -16,7 +16,8 @@ MAX_SEED = 2**64          # ComfyUI seed widgets go up to 0xffffffffffffffff
 
 
 # What may change when a run continues: how long and how far it goes, and how it uses the machine.
-RESUME_OVERRIDES = ("iterations", "patience", "target_score", "time_budget_s", "low_vram", "llm_concurrency")
+RESUME_OVERRIDES = ("iterations", "patience", "target_score", "time_budget_s", "low_vram", "llm_concurrency",
+                    "judge_budget", "judge_margin")
 # What may change when recorded prompts are rendered again: rendering and scoring, not the prompts or seeds.
 REPLAY_OVERRIDES = ("width", "height", "steps", "guidance", "sampler", "scheduler", "alpha", "score_text",
                     "captions", "control_arm", "patience", "target_score", "time_budget_s")
@@ -49,6 +50,8 @@ class BeamConfig:
     low_vram: bool = False                # unload the Ollama model before generation each round
     llm_concurrency: int = 4
     control_arm: bool = False             # equal image budget spent on seeds only for round 0's best prompt
+    judge_budget: int = 4                 # pairs a pairwise judge may decide a round (two requests each)
+    judge_margin: float = 1.0             # near-cut window, in standard deviations of the round's totals
 
     # ---- derived quantities -------------------------------------------------------------------------------------
     @property
@@ -116,6 +119,10 @@ class BeamConfig:
             if not isinstance(getattr(self, name), bool):
                 raise InvalidParameter(name, f"must be true or false, got {getattr(self, name)!r}")
         _int_at_least("llm_concurrency", self.llm_concurrency, 1)
+        _int_at_least("judge_budget", self.judge_budget, 0)
+        _number("judge_margin", self.judge_margin)
+        if self.judge_margin < 0:
+            raise InvalidParameter("judge_margin", f"must be >= 0 (standard deviations), got {self.judge_margin}")
         return self
 
     # ---- (de)serialisation --------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class _Draft:
     failed_stage: Optional[str] = None              # FAILED_COMBINE / FAILED_NEGATIVE; None with error = halves
     fallbacks: list = field(default_factory=list)
     duplicate_of: Optional[str] = None
+    parent_evaluation: Optional[dict] = None        # what a vision critic newly saw in the parent's image
 
 
 class KnownPrompts:
@@ -65,14 +66,21 @@ class RoundPlanner:
     """
 
     def __init__(self, ops, config: BeamConfig, user_prompt: str, check_stop: Callable[[], None],
-                 should_stop: Callable[[], bool] = lambda: False):
+                 should_stop: Callable[[], bool] = lambda: False, critic=None,
+                 image_of: Optional[Callable[[Candidate], Any]] = None):
         self.ops = ops
         self.config = config
         self.user_prompt = user_prompt
         self.check_stop = check_stop
         self.should_stop = should_stop
+        # A vision critic: the same model as the text model looks at the parent's image inside the children
+        # request (one request); another model evaluates the image first and the text model writes from that.
+        self.critic = critic
+        self.critic_in_request = critic is not None and _same_model(critic, ops)
+        self.image_of = image_of
         self.calls = 0
         self.fallbacks = 0
+        self.critic_calls = 0                       # requests that carried a parent's image
         self._lock = threading.Lock()
 
     @property
@@ -144,25 +152,58 @@ class RoundPlanner:
 
     def _parent_unit(self, iteration: int, p: Candidate, dim: str, history: list, known: KnownPrompts) -> list:
         n = self.config.children_per_parent
+        seen, image, new_evaluation = _usable_evaluation(p.evaluation), None, None
+        if self.critic is not None and seen is None:
+            if self.critic_in_request:
+                image = self.image_of(p)
+            else:
+                seen = new_evaluation = self._evaluate(p)
+                seen = _usable_evaluation(seen)
         try:
             answer, _ = self._call(
                 "refine_children", self.ops.refine_children, self.user_prompt, p.what, p.how, p.prompt,
                 dict(p.scores), dim, n, history=history, caption=p.caption,
                 descriptiveness=self.config.descriptiveness, style=self.config.style,
-                combine=self.config.combine_mode == "llm", seed=self._seed("refine_children", iteration, p.id))
+                combine=self.config.combine_mode == "llm", seed=self._seed("refine_children", iteration, p.id),
+                **({"image": image} if image is not None else {"evaluation": seen} if seen else {}))
         except (StopRequested, KeyboardInterrupt):
             raise
         except Exception as exc:   # this parent's children fail; the other parents go on
-            return [_Draft(p, dim, p.what, p.how, key=(iteration, p.id, j),
+            return [_Draft(p, dim, p.what, p.how, key=(iteration, p.id, j), parent_evaluation=new_evaluation,
                            error=f"critique failed: {describe_error(exc)}") for j in range(n)]
+        if image is not None:
+            with self._lock:
+                self.critic_calls += 1
+            new_evaluation = _evaluation_record(answer.get("evaluation"), answer.get("evaluation_problem"),
+                                                self.critic)
         critique = _plain_dict(answer.get("critique"))
+        fallback = ["critic"] if new_evaluation is not None and new_evaluation.get("error") else []
         drafts = [self._templated(_Draft(p, dim, child["what"], child["how"], key=(iteration, p.id, j),
                                          critique=critique, prompt=child.get("prompt") or "",
-                                         fallbacks=list(child.get("fallbacks") or [])))
+                                         fallbacks=fallback + list(child.get("fallbacks") or []),
+                                         parent_evaluation=new_evaluation))
                   for j, child in enumerate(answer.get("children", [])[:n])]
         fresh = [d for d in drafts if (normalise_prompt(d.what), normalise_prompt(d.how)) not in known.pairs]
         self._with_negatives(fresh)
         return drafts
+
+    def _evaluate(self, p: Candidate) -> dict:
+        """A separate critic's look at the parent's image -> its evaluation record (with `error` when it failed;
+        the children are then written from the scores alone, as without a critic)."""
+        try:
+            self.check_stop()
+            result = self.critic.evaluate_image(self.user_prompt, self.image_of(p),
+                                                seed=self._seed("critic", p.id))
+            self.check_stop()
+        except (StopRequested, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            return _evaluation_record(None, describe_error(exc), self.critic)
+        finally:
+            with self._lock:
+                self.critic_calls += 1
+        value, _ = _unwrap(result)
+        return _evaluation_record(value, getattr(result, "problem", ""), self.critic)
 
     def _templated(self, draft: _Draft) -> _Draft:
         if self.config.combine_mode == "template" or not draft.prompt.strip():
@@ -345,6 +386,30 @@ class RoundPlanner:
 
     def _image_seed(self, iteration: int, index: int) -> int:
         return derive_seed(self.config.seed, "image", iteration, index)
+
+
+def _model_of(ops) -> tuple:
+    client = getattr(ops, "client", None)
+    return getattr(client, "base_url", None), getattr(client, "model", None)
+
+
+def _same_model(critic, ops) -> bool:
+    return critic is ops or (_model_of(critic)[1] is not None and _model_of(critic) == _model_of(ops))
+
+
+def _evaluation_record(value: Optional[Mapping], problem: Optional[str], critic) -> dict:
+    """report["candidates"][i]["evaluation"]: what the critic saw, or why it saw nothing (`error`)."""
+    model = _model_of(critic)[1] or type(critic).__name__
+    if value:
+        return {"analysis": value.get("analysis", ""), "strengths": list(value.get("strengths") or []),
+                "weaknesses": list(value.get("weaknesses") or []), "model": model}
+    return {"analysis": "", "strengths": [], "weaknesses": [], "model": model,
+            "error": f"no usable evaluation: {problem or 'the answer had none'}"}
+
+
+def _usable_evaluation(evaluation: Optional[Mapping]) -> Optional[Mapping]:
+    """An evaluation worth reusing: a survivor's image does not change, so what the critic saw stays true."""
+    return evaluation if evaluation and not evaluation.get("error") else None
 
 
 def _unwrap(result) -> tuple[Any, bool]:

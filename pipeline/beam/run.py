@@ -19,9 +19,10 @@ from ..record.report import RunRecord
 from ..record.storage import not_writable, raise_if_not_writable, storage_failure
 from .config import BeamConfig
 from .control import run_control_arm
+from .judging import JudgePhase, recorded_judgements
 from .planning import KnownPrompts, RoundPlan, RoundPlanner
 from .render import RoundRenderer
-from .selection import lineage, select_survivors
+from .selection import lineage, rank
 from .stream import recorded_stream
 from .types import (STATUS_FAILED, STATUS_PENDING, Candidate, ProgressEvent, SearchCallbacks, SearchResult,
                     StopRequested, describe_error)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 class SearchRun:
     def __init__(self, ops, generator, scorer, config: BeamConfig, callbacks: SearchCallbacks,
-                 record: RunRecord, recorded_plans=None):
+                 record: RunRecord, recorded_plans=None, critic=None, judge=None, recorded_verdicts=None):
         self.ops = ops
         self.config = config
         self.callbacks = callbacks
@@ -50,7 +51,13 @@ class SearchRun:
         self.images_done = len(self.candidates) + len((record.report.get("control") or {}).get("seeds", []))
         self._timings_at_start = dict(record.report["timings"])
         self._started = time.monotonic()
-        self.planner = RoundPlanner(ops, config, self.user_prompt, self.check_stop, self.should_stop)
+        self.planner = RoundPlanner(ops, config, self.user_prompt, self.check_stop, self.should_stop,
+                                    critic=critic, image_of=self.image_of)
+        # The pairwise judge near the cut; a replay has only the recorded verdicts, a resumed round reuses its own.
+        verdicts = recorded_verdicts if recorded_verdicts is not None else \
+            recorded_judgements(record.report.get("judgements") or [])
+        self.judging = JudgePhase(judge, config, self.user_prompt, record, self.image_of, self.should_stop,
+                                  recorded=verdicts) if judge is not None or recorded_verdicts else None
         self.renderer = RoundRenderer(generator, scorer, config, callbacks, self.check_stop, self.should_stop,
                                       config.score_text or self.user_prompt)
         self._llm_s = 0.0                              # time the round loop waited for the LLM
@@ -225,6 +232,11 @@ class SearchRun:
             self._llm_work_s = self._llm_work_before + stream.llm_work_s
             self._save_timings()
         plan = stream.plan
+        for parent_id, evaluation in stream.evaluations.items():
+            parent = self.candidates[parent_id]
+            if parent.evaluation != evaluation:
+                parent.evaluation = evaluation
+                self.record.add_candidate(parent)     # what the critic saw goes on the parent's own entry
         self.record.set_pending(plan.candidates, plan.iteration, plan.duplicates, plan.dimension,
                                 planned_parents=None if stream.complete else stream.planned_parents)
         return made
@@ -273,13 +285,19 @@ class SearchRun:
             if candidate.ok:     # a failed prompt may be tried again by another parent
                 self.known.add(candidate)
         self._round_position = 0
-        survivors = select_survivors(self.survivors, finished, self.config.keep_top)
+        ranked, judged = rank({c.id: c for c in [*self.survivors, *finished]}.values()), None
+        if self.judging is not None:
+            self.report_progress(plan.iteration, "judge", 0, 0)
+            ranked, judged = self.judging.order(plan.iteration, ranked)
+        survivors = ranked[:self.config.keep_top]
         failed = [c.id for c in finished if c.status == STATUS_FAILED]
         best = survivors[0] if survivors else None
         entry = {"iteration": plan.iteration, "dimension": plan.dimension,
                  "candidates": [c.id for c in finished], "survivors": [c.id for c in survivors],
                  "failed": failed, "duplicates": plan.duplicates,
                  "best": best.id if best else None, "best_total": best.total if best else None}
+        if judged is not None:
+            entry["judge"] = judged
         self.iterations.append(entry)
         self.survivors = survivors
         now = self._phase_totals()
@@ -399,8 +417,11 @@ class SearchRun:
         timings["llm_work_s"] = self._llm_work_s
         timings["wall_s"] = base["wall_s"] + (time.monotonic() - self._started)
         timings["rounds"] = list(self._round_timings)
-        self.record.report["llm"] = {"calls": self._llm_at_start["calls"] + self.planner.calls,
-                                     "fallbacks": self._llm_at_start["fallbacks"] + self.planner.fallbacks}
+        start = self._llm_at_start
+        self.record.report["llm"] = {
+            "calls": start["calls"] + self.planner.calls, "fallbacks": start["fallbacks"] + self.planner.fallbacks,
+            "critic_calls": start.get("critic_calls", 0) + self.planner.critic_calls,
+            "judge_calls": start.get("judge_calls", 0) + (self.judging.requests if self.judging else 0)}
         self.record.report["images"]["budget"] = self.image_budget()
 
     def _close(self, stop_reason: Optional[str], status: str, error: Optional[str]) -> None:

@@ -24,6 +24,7 @@ from ..errors import InvalidParameter
 from ..record.report import REPORT_NAME, RunRecord
 from ..record.storage import raise_if_not_writable
 from .config import REPLAY_OVERRIDES, RESUME_OVERRIDES, BeamConfig
+from .judging import recorded_judgements
 from .planning import RoundPlan
 from .run import SearchRun
 from .types import STAGE_LLM, STATUS_PENDING, Candidate, ProgressEvent, SearchCallbacks, SearchResult, candidate_id
@@ -36,12 +37,29 @@ _FINAL_STOP_REASONS = ("patience", "target")
 
 
 class BeamSearch:
-    def __init__(self, ops, generator, scorer, config: BeamConfig, callbacks: Optional[SearchCallbacks] = None):
+    """critic: prompt operations over a vision model (PromptEngine) that look at each parent's image before its
+    children are written; the same model as `ops` looks inside the children request, another one first, on its
+    own. judge: a pairwise vision judge (llm.vision.PairwiseJudge) that re-orders the candidates near the
+    keep_top cut (beam/judging.py; BeamConfig.judge_budget, judge_margin)."""
+
+    def __init__(self, ops, generator, scorer, config: BeamConfig, callbacks: Optional[SearchCallbacks] = None,
+                 critic=None, judge=None):
         self.ops = ops
         self.generator = generator
         self.scorer = scorer
         self.config = config.validate()
         self.callbacks = callbacks or SearchCallbacks()
+        if critic is not None and not hasattr(critic, "evaluate_image"):
+            raise InvalidParameter("critic", f"{type(critic).__name__} cannot look at images (no evaluate_image); "
+                                             f"pass a PromptEngine over an Ollama vision model")
+        if critic is not None and ops is not None and not hasattr(ops, "refine_children"):
+            raise InvalidParameter("critic", "needs prompt operations that write a parent's children in one request "
+                                             "(PromptEngine.refine_children)")
+        if judge is not None and not all(hasattr(judge, name) for name in ("ask", "encode", "judgement")):
+            raise InvalidParameter("judge", f"{type(judge).__name__} is not a pairwise judge (ask, encode, "
+                                            f"judgement); pass a pipeline.llm.PairwiseJudge")
+        self.critic = critic
+        self.judge = judge
         # Extra JSON-safe entries for report["config"] (e.g. the CLI's model choices, so --resume can reload them).
         self.extra_config: dict = {}
 
@@ -52,7 +70,7 @@ class BeamSearch:
         if self.ops is None:
             raise InvalidParameter("llm", "a new search needs the prompt operations (an LLM); replay needs none")
         record = RunRecord.create(out_root, user_prompt.strip(), self._record_config(self.config), run_id)
-        return SearchRun(self.ops, self.generator, self.scorer, self.config, self.callbacks, record).execute()
+        return self._search_run(self.config, record).execute()
 
     def resume(self, run_dir: PathLike, overrides: Optional[Mapping[str, Any]] = None) -> SearchResult:
         """Continue a run from its report.json: finish the round in flight from its recorded plan (finished
@@ -71,7 +89,7 @@ class BeamSearch:
             report["config"].update({k: getattr(config, k) for k in overrides})
             report.setdefault("resumed", []).append({"from_stop_reason": report["stop_reason"],
                                                      "overrides": dict(overrides)})
-        run = SearchRun(self.ops, self.generator, self.scorer, config, self.callbacks, record)
+        run = self._search_run(config, record)
         if report["stop_reason"] in _FINAL_STOP_REASONS and not overrides and run.survivors:
             return run.result()
         report["status"] = "running"
@@ -98,16 +116,25 @@ class BeamSearch:
         search = cls(None, generator, scorer, config, callbacks)
         record_config = search._record_config(config)
         record_config["llm"] = source["config"].get("llm")
+        record_config["judge"] = source["config"].get("judge")
         record = RunRecord.create(out_root, source["user_prompt"], record_config, run_id,
                                   replay_of={"run_id": source["run_id"], "report": str(path.resolve())})
+        # The source's verdicts stand in for its judge: the pairs it decided are looked up, none is asked.
+        verdicts = recorded_judgements(source.get("judgements") or [])
         return SearchRun(None, generator, scorer, config, search.callbacks, record,
-                         recorded_plans=RecordedPlans(source)).execute()
+                         recorded_plans=RecordedPlans(source), recorded_verdicts=verdicts).execute()
+
+    def _search_run(self, config: BeamConfig, record: RunRecord) -> SearchRun:
+        return SearchRun(self.ops, self.generator, self.scorer, config, self.callbacks, record,
+                         critic=self.critic, judge=self.judge)
 
     def _record_config(self, config: BeamConfig) -> dict:
         data = config.to_dict()
         data["generator"] = _describe(self.generator)
         data["scorer"] = _describe(self.scorer)
         data["llm"] = _describe_llm(self.ops)
+        data["critic"] = _describe_llm(self.critic)
+        data["judge"] = _describe(self.judge) if self.judge is not None else None
         data.update(_json_safe(self.extra_config))
         return data
 
@@ -131,7 +158,7 @@ class RecordedPlans:
             candidate = Candidate.from_dict(self._candidates[cid])
             if candidate.failed_stage != STAGE_LLM:   # the LLM failures of the source stay failures
                 candidate.status, candidate.error, candidate.failed_stage = STATUS_PENDING, None, None
-                candidate.image = candidate.scores = candidate.caption = None
+                candidate.image = candidate.scores = candidate.caption = candidate.evaluation = None
             candidates.append(candidate)
         return RoundPlan(iteration, entry.get("dimension"), candidates, list(entry.get("duplicates", [])))
 

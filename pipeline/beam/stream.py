@@ -105,6 +105,7 @@ class RoundStream:
         self.expected = expected                  # how many candidates the round plans (for progress)
         self.should_stop = should_stop
         self.llm_work_s = 0.0                     # summed time of the units (they overlap each other and the GPU)
+        self.evaluations: dict[str, dict] = {}    # parent id -> a critic's new evaluation, from the units taken
         self._lock = threading.Lock()
         self._taken = 0
         self._pool = None
@@ -140,6 +141,9 @@ class RoundStream:
         if error is not None:
             raise error
         drafts = future.result()
+        for draft in drafts:
+            if getattr(draft, "parent_evaluation", None) is not None:
+                self.evaluations[draft.parent.id] = draft.parent_evaluation
         parent = self.parents[self._taken]
         self._taken += 1
         if parent is not None:

@@ -21,7 +21,7 @@ class ProgressEvent:
     images_done: int
     images_total: int       # images as planned now: shrinks as near-duplicates are dropped or the search stops
     best_total: Optional[float]
-    phase: str              # "llm" | "generate" | "score" | "select" | "control"
+    phase: str              # "llm" | "generate" | "score" | "judge" | "select" | "control"
 
     def text(self) -> str:
         """One line for progress displays, e.g. "round 2/3 · candidate 3/4 · best 71.3"."""
@@ -29,6 +29,8 @@ class ProgressEvent:
         where = f"round {self.iteration + 1}/{self.iterations}"
         if self.phase == "llm":
             step = "writing prompts"
+        elif self.phase == "judge":
+            step = "judging near the cut"
         elif self.phase == "control":
             step = f"control seed {self.candidate}/{self.candidates}"
         elif self.phase in ("generate", "score") and self.candidate == 0:

@@ -39,7 +39,8 @@ def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> d
     return {"ollama_url": pick("ollama_url", env.ollama_base_url), "llm_model": pick("llm_model", env.ollama_model),
             "flux": pick("flux", env.flux_model), "flux_base": pick("flux_base", None), "loras": loras,
             "clip": pick("clip", env.clip_model), "aesthetic": pick("aesthetic", env.aesthetic_model),
-            "caption_model": pick("caption_model", None), "device": args.device, "offload": bool(args.offload),
+            "caption_model": pick("caption_model", None), "critic_model": pick("critic_model", None),
+            "judge_model": pick("judge_model", None), "device": args.device, "offload": bool(args.offload),
             "comfy_workers": pick("comfy_workers", None), "render_workflow": pick("render_workflow", None),
             "worker_timeout": getattr(args, "worker_timeout", None),
             "true_cfg": pick("true_cfg", None),
@@ -75,6 +76,7 @@ def recorded_models(report: dict) -> dict:
     if isinstance(cli, dict):
         names = {"ollama_url": "ollama_url", "llm_model": "llm_model", "flux": "flux", "flux_base": "flux_base",
                  "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora",
+                 "critic_model": "critic_model", "judge_model": "judge_model",
                  "comfy_workers": "comfy_workers", "render_workflow": "render_workflow",
                  "true_cfg": "true_cfg",
                  "flux_url": "flux_url", "vision_url": "vision_url"}
@@ -104,6 +106,7 @@ def record_cli_settings(search, settings: dict) -> None:
     search.extra_config["cli"] = {"llm_model": s["llm_model"], "ollama_url": s["ollama_url"], "flux": s["flux"],
                                   "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
                                   "caption_model": s["caption_model"], "true_cfg": s["true_cfg"],
+                                  "critic_model": s["critic_model"], "judge_model": s["judge_model"],
                                   "loras": [dataclasses.asdict(lora) for lora in s["loras"]],
                                   # "in-process" rather than null, so --resume keeps the backends the run used
                                   "flux_url": s.get("flux_url") or remote.IN_PROCESS,

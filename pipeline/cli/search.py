@@ -31,7 +31,7 @@ from .models import check_models, model_settings, record_cli_settings, recorded_
 CONFIG_FLAGS = ("beam_width", "keep_top", "iterations", "alpha", "seed", "dimension_policy", "seed_policy",
                 "patience", "target_score", "time_budget_s", "width", "height", "steps", "guidance",
                 "descriptiveness", "style", "combine_mode", "use_negative", "score_text", "captions", "low_vram",
-                "llm_concurrency", "control_arm")
+                "llm_concurrency", "control_arm", "judge_budget", "judge_margin")
 RESUME_HINT = "python -m pipeline search --resume {run_dir}"
 
 
@@ -75,6 +75,19 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
                       help="LLM calls in flight at once (4)")
     beam.add_argument("--control-arm", dest="control_arm", action="store_true", default=None,
                       help="also spend the same image budget on seeds only, for an honest comparison")
+
+    judges = p.add_argument_group("judges that see the image (Ollama vision models; docs/judges.md)")
+    judges.add_argument("--critic-model", dest="critic_model", metavar="NAME",
+                        help="a vision model looks at each parent's image before its children are written "
+                             "(e.g. qwen2.5vl:7b; the same as --llm-model: one request a parent, another: two)")
+    judges.add_argument("--judge-model", dest="judge_model", metavar="NAME",
+                        help="a vision model compares the candidates near the keep-top cut in pairs, both orders "
+                             "(e.g. qwen2.5vl:7b, qwen3-vl:8b, gemma3:12b)")
+    judges.add_argument("--judge-budget", dest="judge_budget", type=int, metavar="N",
+                        help="pairs the judge may decide a round, two requests each (4)")
+    judges.add_argument("--judge-margin", dest="judge_margin", type=float, metavar="SD",
+                        help="judge the candidates whose total is within SD standard deviations of the round's "
+                             "totals from the cut (1.0)")
 
     image = p.add_argument_group("image")
     image.add_argument("--width", type=int, help="pixels, multiple of 16 (1024)")
@@ -236,10 +249,13 @@ def run(args: argparse.Namespace) -> int:
 
     client = OllamaClient(s["ollama_url"], s["llm_model"])
     # Fail in a second if Ollama is down or a model is not pulled, not after loading Flux.
-    for model in filter(None, (s["llm_model"], s["caption_model"])):
+    for model in filter(None, (s["llm_model"], s["caption_model"], s["critic_model"], s["judge_model"])):
         OllamaClient(s["ollama_url"], model, timeout=30, retries=1).check()
     caption_client = OllamaClient(s["ollama_url"], s["caption_model"]) if s["caption_model"] else None
-    say(f"Ollama {client.base_url}: model {client.model} ready")
+    critic, judge = vision_judges(s, text_model=client.model, seed=plan.config.seed)
+    say(f"Ollama {client.base_url}: model {client.model} ready" +
+        (f"; critic {s['critic_model']}" if critic is not None else "") +
+        (f"; judge {s['judge_model']}" if judge is not None else ""))
 
     from ..scoring.scorer import load_scorer
 
@@ -261,10 +277,33 @@ def run(args: argparse.Namespace) -> int:
             say("note: Flux ignores negative prompts unless --true-cfg is above 1; the LLM still writes them, and "
                 "each candidate is marked negative_ignored in report.json and its PNG")
     ops = PromptEngine(client, seed=plan.config.seed, low_vram=plan.config.low_vram)
-    return execute(plan, ops, generator, scorer)
+    if critic is not None and critic.client.model == client.model:
+        critic = ops                  # the text model itself looks, inside the children request
+    return execute(plan, ops, generator, scorer, critic=critic, judge=judge)
 
 
-def execute(plan: SearchPlan, ops, generator, scorer) -> int:
+def vision_judges(settings: dict, text_model: str, seed: int) -> tuple:
+    """The critic and the judge of --critic-model / --judge-model, each refused (exit 2, naming its flag) unless
+    Ollama says the model sees images, and the judge unless it takes two images a request."""
+    from ..llm.client import OllamaClient, same_model
+    from ..llm.operations import PromptEngine
+    from ..llm.vision import PairwiseJudge, require_vision
+
+    def engine(flag: str, images: int):
+        client = OllamaClient(settings["ollama_url"], settings[flag])
+        require_vision(client, flag, images=images)
+        return PromptEngine(client, seed=seed)
+
+    critic = engine("critic_model", 1) if settings["critic_model"] else None
+    if critic is not None and same_model(settings["critic_model"], text_model):
+        critic.client.model = text_model
+        say("note: the critic is the text model: it looks at each parent's image inside the request that writes "
+            "the children (one request a parent)")
+    judge = PairwiseJudge(engine("judge_model", 2)) if settings["judge_model"] else None
+    return critic, judge
+
+
+def execute(plan: SearchPlan, ops, generator, scorer, critic=None, judge=None) -> int:
     from tqdm import tqdm
 
     from ..beam.search import BeamSearch, SearchCallbacks
@@ -287,7 +326,7 @@ def execute(plan: SearchPlan, ops, generator, scorer) -> int:
 
     with StopOnCtrlC(lambda text: bar.write(text, file=sys.stderr)) as stop:
         callbacks = SearchCallbacks(on_progress=on_progress, on_candidate=on_candidate, should_stop=stop)
-        search = BeamSearch(ops, generator, scorer, plan.config, callbacks)
+        search = BeamSearch(ops, generator, scorer, plan.config, callbacks, critic=critic, judge=judge)
         record_cli_settings(search, plan.settings)
         try:
             if plan.resume:

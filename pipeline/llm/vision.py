@@ -219,17 +219,25 @@ class PairwiseJudge:
         return {"provider": "ollama", "model": self.model, "base_url": getattr(client, "base_url", None),
                 "max_side": self.max_side}
 
+    def encode(self, image: ImageInput) -> str:
+        """An image as the judge sends it (a search encodes each candidate once for all its pairs)."""
+        return encoded(image, self.max_side)
+
     def ask(self, user_prompt: str, first: ImageInput, second: ImageInput, seed: Optional[int] = None) -> dict:
+        """One order -> {winner: first|second|tie, reason}. Connection and model errors propagate."""
         return self.engine.judge_pair(user_prompt, first, second, seed=seed, max_side=self.max_side)
+
+    def judgement(self, names: Sequence[str], a_first: Mapping, b_first: Mapping, seconds: float) -> dict:
+        return judgement(names, a_first, b_first, self.model, seconds)
 
     def compare(self, user_prompt: str, image_a: ImageInput, image_b: ImageInput,
                 names: Sequence[str] = ("a", "b"), seed: Optional[int] = None) -> dict:
         """Both orders, one after the other -> {verdict, answers: [{first, second, winner, reason}], model,
         seconds}, the answers naming the images by `names`."""
         started = time.perf_counter()
-        a, b = encoded(image_a, self.max_side), encoded(image_b, self.max_side)
+        a, b = self.encode(image_a), self.encode(image_b)
         a_first, b_first = self.ask(user_prompt, a, b, seed), self.ask(user_prompt, b, a, seed)
-        return judgement(names, a_first, b_first, self.model, time.perf_counter() - started)
+        return self.judgement(names, a_first, b_first, time.perf_counter() - started)
 
 
 def judgement(names: Sequence[str], a_first: Mapping, b_first: Mapping, model: str, seconds: float) -> dict:

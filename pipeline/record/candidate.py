@@ -42,6 +42,7 @@ class Candidate:
     fallbacks: list = field(default_factory=list)   # prompt operations answered by a rule-based fallback
     render: Optional[dict] = None       # where the generator rendered it, when it says (e.g. the ComfyUI worker)
     negative_ignored: bool = False      # a negative prompt the generator did not use (Flux without true CFG > 1)
+    evaluation: Optional[dict] = None   # a vision critic's {analysis, strengths, weaknesses, model} of its image
 
     @property
     def total(self) -> Optional[float]:

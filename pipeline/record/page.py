@@ -19,6 +19,8 @@ from typing import Optional
 from urllib.parse import quote
 
 from .page_assets import SCRIPT, STYLE
+from .page_judges import STYLE as JUDGES_STYLE
+from .page_judges import evaluation_section, judgements_section
 from .page_svg import beam_tree, score_plot
 from .storage import replacing
 
@@ -30,8 +32,8 @@ RELOAD_WHILE_RUNNING_S = 5          # a running search's page reloads itself (a 
 _SEARCH_SETTINGS = ("beam_width", "keep_top", "iterations", "alpha", "seed", "dimension_policy", "seed_policy",
                     "patience", "target_score", "time_budget_s", "width", "height", "steps", "guidance", "sampler",
                     "scheduler", "descriptiveness", "style", "combine_mode", "use_negative", "score_text",
-                    "captions", "low_vram", "llm_concurrency", "control_arm")
-_MODEL_PARTS = ("generator", "scorer", "llm")
+                    "captions", "low_vram", "llm_concurrency", "control_arm", "judge_budget", "judge_margin")
+_MODEL_PARTS = ("generator", "scorer", "llm", "critic", "judge")
 
 
 # ---- files --------------------------------------------------------------------------------------------------------
@@ -74,6 +76,7 @@ def build_page(report: dict) -> str:
         '<h2>Rounds</h2><div class="rounds">',
         *(_round_column(r, by_id, lineage, winner) for r in rounds),
         "</div>",
+        judgements_section(report),
         _control_section(report),
         _settings_section(report),
         *(_overlay(c, by_id.get(c.get("parent"))) for r in rounds for c in r["candidates"]),
@@ -86,7 +89,7 @@ def build_page(report: dict) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src \'self\' file: '
             f'data:; style-src \'unsafe-inline\'; script-src \'unsafe-inline\'; base-uri \'none\'; '
             f'form-action \'none\'">'
-            f"{refresh}<title>{escape(title)}</title><style>{STYLE}</style></head>\n"
+            f"{refresh}<title>{escape(title)}</title><style>{STYLE}{JUDGES_STYLE}</style></head>\n"
             f'<body data-schema-version="{escape(str(report.get("schema_version")))}">\n'
             + "\n".join(body)
             + f"\n<script>{SCRIPT}</script></body></html>\n")
@@ -312,6 +315,7 @@ def _overlay(c: dict, parent: Optional[dict]) -> str:
     if critique:
         sections.append("<h3>Critique of the parent that led here</h3><pre>"
                         + escape("\n".join(f"{k}: {v}" for k, v in critique.items() if v)) + "</pre>")
+    sections.append(evaluation_section(c))
     if c.get("caption"):
         sections.append(f'<h3>Caption</h3><pre>{escape(str(c["caption"]))}</pre>')
     if c.get("error"):
@@ -374,7 +378,8 @@ def _settings_section(report: dict) -> str:
     run_rows = [("status", report.get("status")), ("stop reason", report.get("stop_reason")),
                 ("images rendered", images.get("rendered")), ("images failed", images.get("failed")),
                 ("image budget", images.get("budget")), ("LLM calls", llm.get("calls")),
-                ("LLM fallbacks", llm.get("fallbacks")), ("schema version", report.get("schema_version")),
+                ("LLM fallbacks", llm.get("fallbacks")), ("critic requests", llm.get("critic_calls")),
+                ("judge requests", llm.get("judge_calls")), ("schema version", report.get("schema_version")),
                 ("Prompt Beam", report.get("version"))]
     per_round = [(f"round {r.get('iteration')}", f"LLM {_plain(r.get('llm_s'))} s · generation "
                   f"{_plain(r.get('generate_s'))} s · scoring {_plain(r.get('score_s'))} s")

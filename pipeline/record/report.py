@@ -99,6 +99,7 @@ class RunRecord:
             "timings": {"llm_s": 0.0, "generate_s": 0.0, "score_s": 0.0, "wall_s": 0.0,
                         "started_at": _now(), "updated_at": _now(), "rounds": []},
             "control": None,
+            "judgements": [],
             "replay_of": replay_of,
             "warnings": [],
             "version": __version__,
@@ -210,6 +211,16 @@ class RunRecord:
             if previous is not None and self.has_candidate(previous):
                 self._retag_png(self.candidate(previous), is_best=False)
             self._retag_png(self.candidate(best_id), is_best=True)
+
+    def add_judgement(self, entry: dict) -> None:
+        """Record one pair a judge decided (report["judgements"]); a pair already on record for the same round is
+        kept as it is (a resumed round reuses its verdicts)."""
+        judgements = self.report.setdefault("judgements", [])
+        key = (entry["iteration"], frozenset((entry["a"], entry["b"])))
+        if any((j["iteration"], frozenset((j["a"], j["b"]))) == key and not j.get("error") for j in judgements):
+            return
+        judgements.append(dict(entry))
+        self.save()
 
     def update(self, **fields) -> None:
         """Set top-level fields (timings, control, llm, images, ...) and save."""
