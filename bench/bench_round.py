@@ -6,15 +6,19 @@ with three LLM speeds (the fake's latency model: decode tokens/s, prefill tokens
     80x1         80 tokens/s, one request at a time (Ollama's default on small GPUs)
     80x4         80 tokens/s, 4 parallel slots (OLLAMA_NUM_PARALLEL=4)
 
-Each case runs twice: "streamed" (PromptEngine: one request for round 0, one per parent, children rendered while
-other parents are with the LLM) and "phased" (the single operations: expand x2, combine, critique, refine, as one
-phase before each round's rendering, as before the streaming rounds). For each: wall time, generation, scoring,
-LLM wait and LLM work time, wall / generation, and the number of LLM requests.
+Each case runs in three modes: "streamed" (PromptEngine: one request for round 0, one per parent, children rendered
+while other parents are with the LLM), "phased" (the single operations: expand x2, combine, critique, refine, as
+one phase before each round's rendering, as before the streaming rounds) and "vlm" (streamed, plus a separate
+vision critic that looks at each new parent and a pairwise judge near the cut, budget JUDGE_BUDGET pairs a round,
+served by the same stand-in with its images counted as prompt tokens). For each: wall time, generation, scoring,
+LLM wait and LLM work time, wall / generation, the number of LLM requests and of vision requests, beside what the
+original system asks of its VLM for the same settings (all pairs of every round, 3 votes each).
 
     python bench/bench_round.py              # on a GPU machine (~45 GB)
     TINY=1 python bench/bench_round.py       # miniature models on the CPU, to check the script
 Env: OUT (folder for bench_round.json, default bench/out), BEAM (default 4), KEEP (2), ROUNDS (3), SIZE (1024),
-CASES (default "instant,80x1,80x4"), MODES (default "streamed,phased"), PREFILL_TPS (5000).
+CASES (default "instant,80x1,80x4"), MODES (default "streamed,phased,vlm"), PREFILL_TPS (5000), JUDGE_BUDGET (4),
+JUDGE_MARGIN (1.0).
 """
 import os
 import subprocess
@@ -34,6 +38,7 @@ from pipeline.beam.search import BeamConfig, BeamSearch  # noqa: E402
 from pipeline.generation.diffusers_flux import DiffusersFluxGenerator  # noqa: E402
 from pipeline.llm.client import OllamaClient  # noqa: E402
 from pipeline.llm.operations import PromptEngine  # noqa: E402
+from pipeline.llm.vision import PairwiseJudge  # noqa: E402
 from bench_common import Results  # noqa: E402
 
 TINY = bench_flux.TINY
@@ -47,8 +52,11 @@ log = result.log
 
 
 CASES = [c for c in os.environ.get("CASES", "instant,80x1,80x4").split(",") if c]
-MODES = [m for m in os.environ.get("MODES", "streamed,phased").split(",") if m]
+MODES = [m for m in os.environ.get("MODES", "streamed,phased,vlm").split(",") if m]
 PREFILL_TPS = os.environ.get("PREFILL_TPS", "5000")
+JUDGE_BUDGET = int(os.environ.get("JUDGE_BUDGET", "4"))
+JUDGE_MARGIN = float(os.environ.get("JUDGE_MARGIN", "1.0"))
+TEXT_MODEL, VISION_MODEL = "qwen2.5:7b-instruct", "qwen2.5vl:7b"
 PROMPT = "a lighthouse on a cliff at dusk"
 
 
@@ -59,8 +67,9 @@ def start_fake_ollama(case: str):
     if case != "instant":
         decode, slots = case.split("x")
         latency = ["--decode-tps", decode, "--slots", slots, "--prefill-tps", PREFILL_TPS]
-    process = subprocess.Popen([sys.executable, "-m", "tests.fixtures.ollama", "--port", "0", *latency], cwd=REPO,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "tests.fixtures.ollama", "--port", "0", *latency,
+                                "--models", f"{TEXT_MODEL},{VISION_MODEL}"], cwd=REPO, stdout=subprocess.PIPE,
+                               text=True)
     line = process.stdout.readline()          # "listening on http://127.0.0.1:PORT"
     return process, line.strip().split()[-1]
 
@@ -80,16 +89,33 @@ class SingleOperations:
 
 def config(**changes) -> BeamConfig:
     return BeamConfig(**({"beam_width": BEAM, "keep_top": KEEP, "iterations": ROUNDS, "seed": 7, "width": SIZE,
-                          "height": SIZE, "steps": bench_flux.STEPS, "guidance": 0.0} | changes))
+                          "height": SIZE, "steps": bench_flux.STEPS, "guidance": 0.0, "judge_budget": JUDGE_BUDGET,
+                          "judge_margin": JUDGE_MARGIN} | changes))
+
+
+def original_vlm_requests(beam: int, keep: int, rounds: int, votes: int = 3) -> int:
+    """What the original system asks of its VLM for these settings at most: every pair of round 0's N candidates,
+    then of each later round's pool (M parents + M*floor(N/M) children) less the parents' known pair, 3 votes each
+    (its reference account, section 1.11: 186 for N=4, M=2, 5 rounds)."""
+    pool = keep + keep * (beam // keep)
+    return votes * (beam * (beam - 1) // 2 + (rounds - 1) * (pool * (pool - 1) // 2 - keep * (keep - 1) // 2))
+
+
+def searcher(url: str, mode: str, generator, scorer, **changes) -> BeamSearch:
+    engine = PromptEngine(OllamaClient(url, TEXT_MODEL), seed=1)
+    if mode == "phased":
+        return BeamSearch(SingleOperations(engine), generator, scorer, config(**changes))
+    if mode == "streamed":
+        return BeamSearch(engine, generator, scorer, config(**changes))
+    vision = PromptEngine(OllamaClient(url, VISION_MODEL), seed=1)
+    return BeamSearch(engine, generator, scorer, config(**changes), critic=vision, judge=PairwiseJudge(vision))
 
 
 def run_case(generator, scorer, case: str, mode: str) -> dict:
     ollama, url = start_fake_ollama(case)
     try:
-        engine = PromptEngine(OllamaClient(url, "qwen2.5:7b-instruct"), seed=1)
-        ops = engine if mode == "streamed" else SingleOperations(engine)
         started = time.perf_counter()
-        search = BeamSearch(ops, generator, scorer, config()).run(PROMPT, tempfile.mkdtemp())
+        search = searcher(url, mode, generator, scorer).run(PROMPT, tempfile.mkdtemp())
         wall = time.perf_counter() - started
     finally:
         ollama.terminate()
@@ -101,9 +127,13 @@ def run_case(generator, scorer, case: str, mode: str) -> dict:
            "llm_work_s": round(timings.get("llm_work_s", timings["llm_s"]), 3),
            "wall_over_generation": round(wall / timings["generate_s"], 3),
            "llm_requests": report["llm"]["calls"], "llm_fallbacks": report["llm"]["fallbacks"],
+           "critic_requests": report["llm"]["critic_calls"], "judge_requests": report["llm"]["judge_calls"],
+           "pairs_judged": len(report["judgements"]), "judge_s": round(timings.get("judge_s", 0.0), 3),
+           "original_vlm_requests_at_most": original_vlm_requests(BEAM, KEEP, ROUNDS),
            "generate_per_image_s": round(timings["generate_s"] / images, 4),
            "score_share_of_gpu_pct": round(100 * timings["score_s"] / (timings["generate_s"] + timings["score_s"]), 2),
-           "other_s": round(wall - timings["llm_s"] - timings["generate_s"] - timings["score_s"], 3),
+           "other_s": round(wall - timings["llm_s"] - timings["generate_s"] - timings["score_s"]
+                            - timings.get("judge_s", 0.0), 3),
            "best": report.get("best"), "stop_reason": report["stop_reason"]}
     return out
 
@@ -117,9 +147,8 @@ def main():
     # Warm-up search: CUDA kernels, allocator, cuDNN autotune at every batch size used (not timed).
     ollama, url = start_fake_ollama("instant")
     try:
-        engine = PromptEngine(OllamaClient(url, "qwen2.5:7b-instruct"), seed=1)
-        for ops in (engine, SingleOperations(engine)):
-            BeamSearch(ops, generator, scorer, config(iterations=2, seed=1)).run("warm up", tempfile.mkdtemp())
+        for mode in MODES:
+            searcher(url, mode, generator, scorer, iterations=2, seed=1).run("warm up", tempfile.mkdtemp())
     finally:
         ollama.terminate()
         ollama.wait()

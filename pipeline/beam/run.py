@@ -61,6 +61,7 @@ class SearchRun:
         self.renderer = RoundRenderer(generator, scorer, config, callbacks, self.check_stop, self.should_stop,
                                       config.score_text or self.user_prompt)
         self._llm_s = 0.0                              # time the round loop waited for the LLM
+        self._judge_s = 0.0                            # time the pairwise judge took (between scoring and selection)
         self._llm_work_before = record.report["timings"].get("llm_work_s", 0.0)
         self._llm_work_s = self._llm_work_before       # summed time of the LLM units (they overlap)
         self._round_position = 0
@@ -288,7 +289,11 @@ class SearchRun:
         ranked, judged = rank({c.id: c for c in [*self.survivors, *finished]}.values()), None
         if self.judging is not None:
             self.report_progress(plan.iteration, "judge", 0, 0)
-            ranked, judged = self.judging.order(plan.iteration, ranked)
+            started = time.perf_counter()
+            try:
+                ranked, judged = self.judging.order(plan.iteration, ranked)
+            finally:
+                self._judge_s += time.perf_counter() - started
         survivors = ranked[:self.config.keep_top]
         failed = [c.id for c in finished if c.status == STATUS_FAILED]
         best = survivors[0] if survivors else None
@@ -415,6 +420,8 @@ class SearchRun:
         timings["generate_s"] = base["generate_s"] + self.renderer.generate_s
         timings["score_s"] = base["score_s"] + self.renderer.score_s
         timings["llm_work_s"] = self._llm_work_s
+        if self.judging is not None:
+            timings["judge_s"] = base.get("judge_s", 0.0) + self._judge_s
         timings["wall_s"] = base["wall_s"] + (time.monotonic() - self._started)
         timings["rounds"] = list(self._round_timings)
         start = self._llm_at_start

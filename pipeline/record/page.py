@@ -372,7 +372,8 @@ def _settings_section(report: dict) -> str:
     models = [(f"{part} · {k}", v) for part in _MODEL_PARTS for k, v in (config.get(part) or {}).items()]
     timings = report.get("timings") or {}
     timing_rows = [(label, timings.get(key)) for key, label in (
-        ("llm_s", "LLM (s)"), ("generate_s", "generation (s)"), ("score_s", "scoring (s)"), ("wall_s", "wall (s)"),
+        ("llm_s", "LLM (s)"), ("generate_s", "generation (s)"), ("score_s", "scoring (s)"), ("judge_s", "judge (s)"),
+        ("wall_s", "wall (s)"),
         ("started_at", "started"), ("updated_at", "updated"))]
     images, llm = report.get("images") or {}, report.get("llm") or {}
     run_rows = [("status", report.get("status")), ("stop reason", report.get("stop_reason")),
