@@ -5,17 +5,19 @@ earlier verdicts are not asked again, a position-biased judge changes nothing, r
 from __future__ import annotations
 
 import json
+import time
 from statistics import pstdev
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.beam.judging import JudgePhase, VerdictGraph, judged_order, near_cut, pairs_across_cut
+from pipeline.beam.judging import (JudgePhase, VerdictGraph, judged_order, near_cut, pairs_across_cut,
+                                   recorded_judgements)
 from pipeline.beam.search import BeamConfig, BeamSearch, SearchCallbacks
 from pipeline.beam.selection import rank
 from pipeline.beam.types import Candidate
-from pipeline.errors import InvalidParameter
+from pipeline.errors import Interrupted, InvalidParameter
 from pipeline.llm.client import OllamaClient
 from pipeline.llm.operations import PromptEngine
 from pipeline.llm.vision import PairwiseJudge
@@ -48,6 +50,11 @@ def search(tmp_path, fake, critic=None, judge=None, text=TEXT, callbacks=None, *
 def blue(run_dir, candidate: dict) -> float:
     with Image.open(run_dir / candidate["image"]) as image:
         return float(np.asarray(image.convert("RGB"), dtype=np.float32)[..., 2].mean() / 255.0)
+
+
+def timeless(judgements) -> list:
+    """Judgements without their seconds (the only field that differs between two identical runs)."""
+    return [{k: v for k, v in j.items() if k != "seconds"} for j in judgements]
 
 
 def by_id(report) -> dict:
@@ -222,8 +229,7 @@ def test_the_report_does_not_depend_on_how_many_requests_run_at_once(tmp_path, v
         result = search(tmp_path / str(concurrency), vision, judge=PairwiseJudge(engine(vision)),
                         critic=engine(vision), beam_width=6, seed=5, judge_margin=2.0, llm_concurrency=concurrency)
         reports.append(result.report)
-    strip = ("seconds",)
-    one, four = ([{k: v for k, v in j.items() if k not in strip} for j in r["judgements"]] for r in reports)
+    one, four = (timeless(r["judgements"]) for r in reports)
     assert one == four and one
     assert [e["survivors"] for e in reports[0]["iterations"]] == [e["survivors"] for e in reports[1]["iterations"]]
     assert [c["evaluation"] for c in reports[0]["candidates"]] == [c["evaluation"] for c in reports[1]["candidates"]]
@@ -236,9 +242,7 @@ def test_replay_uses_the_recorded_verdicts_and_asks_no_model(tmp_path, vision):
     assert vision.requests == []
     assert [e["survivors"] for e in replay.report["iterations"]] == \
         [e["survivors"] for e in source.report["iterations"]]
-    drop = ("seconds",)
-    assert [{k: v for k, v in j.items() if k not in drop} for j in replay.report["judgements"]] == \
-        [{k: v for k, v in j.items() if k not in drop} for j in source.report["judgements"]]
+    assert timeless(replay.report["judgements"]) == timeless(source.report["judgements"])
     assert replay.report["config"]["judge"]["model"] == VISION
     assert all(c["evaluation"] is None for c in replay.report["candidates"])
 
@@ -265,12 +269,64 @@ def test_an_interrupt_while_judging_keeps_the_record(tmp_path, vision):
         if event.phase == "judge":
             stop["now"] = True
     callbacks = SearchCallbacks(on_progress=on_progress, should_stop=lambda: stop["now"])
-    with pytest.raises(Exception):
+    with pytest.raises(Interrupted):
         search(tmp_path, vision, judge=PairwiseJudge(engine(vision)), beam_width=6, seed=5, callbacks=callbacks)
     (run_dir,) = (tmp_path / "runs").iterdir()
     report = RunRecord.open(run_dir).report
     assert report["status"] == "interrupted" and len(report["candidates"]) == 6
     assert report["iterations"] == []            # the round was not closed: resume judges it again
+
+
+def test_a_round_interrupted_while_judging_resumes_to_the_same_result(tmp_path, vision):
+    judge = PairwiseJudge(engine(vision))
+    whole = search(tmp_path / "whole", vision, judge=judge, beam_width=6, seed=5, judge_margin=2.0)
+    assert len(whole.report["judgements"]) > 2
+    vision.reset()
+    vision.add_vision_models()
+
+    def judged_once() -> bool:             # stop once the first verdict of round 0 is on record
+        reports = list((tmp_path / "cut" / "runs").glob("*/report.json"))
+        return bool(reports) and bool(json.loads(reports[0].read_text(encoding="utf-8"))["judgements"])
+    try:       # Interrupted when round 0 was not closed yet; otherwise a result with stop_reason "interrupted"
+        search(tmp_path / "cut", vision, judge=judge, beam_width=6, seed=5, judge_margin=2.0,
+               callbacks=SearchCallbacks(should_stop=judged_once))
+    except Interrupted:
+        pass
+    (run_dir,) = (tmp_path / "cut" / "runs").iterdir()
+    decided_before = RunRecord.open(run_dir).report["judgements"]
+    assert RunRecord.open(run_dir).report["stop_reason"] == "interrupted" and decided_before
+    time.sleep(0.3)                        # requests abandoned by the interrupt finish on the server
+    asked_before = len(vision.vision_requests)
+    resumed = BeamSearch(engine(vision, TEXT), HashGenerator(), StatsScorer(), BeamConfig(),
+                         judge=judge).resume(run_dir)
+    assert timeless(resumed.report["judgements"]) == timeless(whole.report["judgements"])
+    assert [e["survivors"] for e in resumed.report["iterations"]] == \
+        [e["survivors"] for e in whole.report["iterations"]]
+    asked_again = len(vision.vision_requests) - asked_before
+    assert asked_again == 2 * (len(whole.report["judgements"]) - len(decided_before))   # decided pairs not re-asked
+
+
+def test_a_resumed_round_reuses_its_own_verdicts_and_asks_only_the_rest(tmp_path, vision):
+    import torch
+    blues = {"i1c0": 0.30, "i1c1": 0.50, "i1c2": 0.70, "i1c3": 0.10}
+    ranked = rank([made("i1c0", 41.0), made("i1c1", 40.5), made("i1c2", 40.0), made("i1c3", 39.8)])
+    images = {cid: torch.full((16, 16, 3), level) for cid, level in blues.items()}
+    config = BeamConfig(keep_top=2, judge_budget=4, judge_margin=5.0)
+    whole = RunRecord.create(tmp_path, PROMPT, {}, run_id="whole")
+    first = _Asking(PairwiseJudge(engine(vision)))
+    order, summary = JudgePhase(first, config, PROMPT, whole, lambda c: images[c.id], lambda: False).order(1, ranked)
+    assert len(first.asked) == 8
+    # The same round, interrupted after its first two verdicts were recorded, then resumed from the record.
+    cut = RunRecord.create(tmp_path, PROMPT, {}, run_id="cut")
+    for entry in whole.report["judgements"][:2]:
+        cut.add_judgement(entry)
+    again = _Asking(PairwiseJudge(engine(vision)))
+    phase = JudgePhase(again, config, PROMPT, cut, lambda c: images[c.id], lambda: False,
+                       recorded=recorded_judgements(cut.report["judgements"]))
+    resumed_order, resumed_summary = phase.order(1, ranked)
+    assert len(again.asked) == 4                                  # the two recorded pairs were not asked again
+    assert timeless(cut.report["judgements"]) == timeless(whole.report["judgements"])
+    assert [c.id for c in resumed_order] == [c.id for c in order] and resumed_summary == summary
 
 
 # ---- the rule itself, on a hand-made round -------------------------------------------------------------------------
