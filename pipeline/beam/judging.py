@@ -233,3 +233,26 @@ class JudgePhase:
 def recorded_judgements(judgements: Iterable[Mapping]) -> dict:
     """{(iteration, frozenset(a, b)): entry} of the decided judgements (failed ones are asked again)."""
     return {(j["iteration"], frozenset((j["a"], j["b"]))): dict(j) for j in judgements if not j.get("error")}
+
+
+def rank_images(judge, user_prompt: str, images: Sequence, names: Optional[Sequence[str]] = None,
+                budget: Optional[int] = None) -> tuple[list[int], list[dict]]:
+    """Rank a batch of images by a pairwise judge alone (the Compare Images node; no scores): every pair in
+    order (0 v 1, 0 v 2, ..., 1 v 2, ...), both orders each, skipping pairs the verdicts so far decide, at most
+    `budget` pairs. -> (indices best first: net wins, then batch order; the judgements, as the run record's)."""
+    names = [str(n) for n in (names or [f"image {i}" for i in range(len(images))])]
+    encoded = [judge.encode(image) for image in images]
+    graph, judgements = VerdictGraph(), []
+    for i in range(len(images)):
+        for j in range(i + 1, len(images)):
+            if graph.decided(names[i], names[j]) or (budget is not None and len(judgements) >= budget):
+                continue
+            started = time.perf_counter()
+            a_first = judge.ask(user_prompt, encoded[i], encoded[j])
+            b_first = judge.ask(user_prompt, encoded[j], encoded[i])
+            entry = {"a": names[i], "b": names[j],
+                     **judge.judgement((names[i], names[j]), a_first, b_first, time.perf_counter() - started)}
+            graph.add(entry["a"], entry["b"], entry["verdict"])
+            judgements.append(entry)
+    order = sorted(range(len(images)), key=lambda k: -graph.net_wins(names[k], names))
+    return order, judgements

@@ -397,3 +397,18 @@ def test_pairs_implied_by_earlier_verdicts_are_not_asked(tmp_path, vision):
     assert summary["asked"] == 2 and summary["inferred"] == 2          # (i1c1, i1c2) asked before, (i1c0, i1c2) implied
     assert len(judge.asked) == 4 == phase.requests
     assert [c.id for c in order] == ["i1c2", "i1c1", "i1c0", "i1c3"]
+
+
+def test_a_batch_ranked_by_the_judge_alone_skips_implied_pairs(vision):
+    import torch
+    from pipeline.beam.judging import rank_images
+    images = [torch.full((8, 8, 3), level) for level in (0.2, 0.8, 0.5, 0.1)]
+    order, judgements = rank_images(PairwiseJudge(engine(vision)), PROMPT, images)
+    assert order == [1, 2, 0, 3]                                  # more blue first
+    # 0v1, 0v2, 0v3 and 1v2 are asked; 1v3 and 2v3 follow from 1>0>3 and 2>0>3
+    assert [(j["a"], j["b"], j["verdict"]) for j in judgements] == [
+        ("image 0", "image 1", "b"), ("image 0", "image 2", "b"), ("image 0", "image 3", "a"),
+        ("image 1", "image 2", "a")]
+    assert len(vision.vision_requests) == 8
+    order, judgements = rank_images(PairwiseJudge(engine(vision)), PROMPT, images, budget=1)
+    assert len(judgements) == 1 and order == [1, 0, 2, 3]
