@@ -411,4 +411,4 @@ def test_a_batch_ranked_by_the_judge_alone_skips_implied_pairs(vision):
         ("image 1", "image 2", "a")]
     assert len(vision.vision_requests) == 8
     order, judgements = rank_images(PairwiseJudge(engine(vision)), PROMPT, images, budget=1)
-    assert len(judgements) == 1 and order == [1, 0, 2, 3]
+    assert len(judgements) == 1 and order == [1, 2, 3, 0]           # net wins +1, 0, 0, -1
