@@ -271,21 +271,16 @@ class PairwiseJudge:
         return {"provider": "ollama", "model": self.model, "base_url": getattr(client, "base_url", None),
                 "max_side": self.max_side}
 
-    def ask(self, user_prompt: str, first: ImageInput, second: ImageInput, seed: Optional[int] = None,
-            aspect: Optional[str] = None) -> dict:
-        """One order; with an `aspect` (ASPECT_QUESTIONS), that focused question with feedback."""
-        if aspect is not None:
-            return self.engine.judge_aspect(aspect, user_prompt, first, second, seed=seed, max_side=self.max_side)
+    def ask(self, user_prompt: str, first: ImageInput, second: ImageInput, seed: Optional[int] = None) -> dict:
         return self.engine.judge_pair(user_prompt, first, second, seed=seed, max_side=self.max_side)
 
     def compare(self, user_prompt: str, image_a: ImageInput, image_b: ImageInput,
-                names: Sequence[str] = ("a", "b"), seed: Optional[int] = None,
-                aspect: Optional[str] = None) -> dict:
+                names: Sequence[str] = ("a", "b"), seed: Optional[int] = None) -> dict:
         """Both orders, one after the other -> {verdict, answers: [{first, second, winner, reason}], model,
         seconds}, the answers naming the images by `names`."""
         started = time.perf_counter()
         a, b = encoded(image_a, self.max_side), encoded(image_b, self.max_side)
-        a_first, b_first = self.ask(user_prompt, a, b, seed, aspect), self.ask(user_prompt, b, a, seed, aspect)
+        a_first, b_first = self.ask(user_prompt, a, b, seed), self.ask(user_prompt, b, a, seed)
         return judgement(names, a_first, b_first, self.model, time.perf_counter() - started)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import Optional
 
 from fastapi import FastAPI, HTTPException
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import InvalidParameter, PromptBeamError
 from ..llm.client import OllamaClient, OllamaError, OllamaModelNotFound, same_model
 from ..llm.operations import PromptEngine
-from ..llm.vision import MAX_SIDE, PairwiseJudge, VisionSupport, require_vision
+from ..llm.vision import MAX_SIDE, PairwiseJudge, VisionSupport, encoded, judgement, require_vision
 from .confine import AllowedRoots, OutsideRoots
 from .load import Busy, RenderQueue
 from .vision import open_image_file
@@ -93,8 +94,7 @@ def create_app(judge: PairwiseJudge, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth:
     def judged(body: CompareBody, aspect: str, images=None) -> dict:
         """One pair, both orders, in the client's shape; counted in /bias_stats."""
         first, second = images or read_pair(body, aspect, roots)
-        response = compare_response(judge.compare(body.prompt, first, second, names=("A", "B"), aspect=aspect),
-                                    aspect)
+        response = compare_response(both_orders(judge, aspect, body.prompt, first, second), aspect)
         stats.record(response)
         return response
 
@@ -180,6 +180,18 @@ def create_app(judge: PairwiseJudge, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth:
         return JSONResponse(status_code=403, content={"detail": str(exc)})
 
     return app
+
+
+def both_orders(judge: PairwiseJudge, aspect: str, prompt: str, image_a, image_b) -> dict:
+    """PairwiseJudge.compare with one of the service's focused questions (ASPECT_QUESTIONS, with the feedback the
+    client reads): A shown first, then B shown first -> {verdict, answers, model, seconds}, the images named A, B."""
+    started = time.perf_counter()
+    a, b = encoded(image_a, judge.max_side), encoded(image_b, judge.max_side)
+
+    def ask(first: str, second: str) -> dict:
+        return judge.engine.judge_aspect(aspect, prompt, first, second, max_side=judge.max_side)
+    a_first, b_first = ask(a, b), ask(b, a)
+    return judgement(("A", "B"), a_first, b_first, judge.model, time.perf_counter() - started)
 
 
 def read_pair(body: CompareBody, aspect: str, roots: AllowedRoots) -> tuple:
