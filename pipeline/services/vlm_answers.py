@@ -2,7 +2,7 @@
 
 `local-vlm-provider.js` reads a CompareResponse: {choice: A|B|TIE, explanation, confidence, ranks: {A: {alignment,
 aesthetics}, B: {...}}, winner_strengths, loser_weaknesses, improvement_suggestion}. Here every pair has been asked
-twice (A shown first, then B shown first, `PairwiseJudge.compare`), so the fields are derived from two answers:
+twice (A shown first, then B shown first: `vlm.both_orders`), so the fields are derived from two answers:
 
 - choice: A or B only when both answers name that image; anything else (a tie in either, or each answer naming
   the image in the same position) is TIE. A model that always prefers one position gets TIE, never a win.
@@ -34,7 +34,8 @@ MAX_POINTS = 5
 
 
 def compare_response(judged: Mapping, aspect: str) -> dict:
-    """A CompareResponse (plus `answers`, `model`, `seconds`) from PairwiseJudge.compare(..., names=("A", "B"))."""
+    """A CompareResponse (plus `answers`, `model`, `seconds`) from a judgement of the pair named A and B
+    (pipeline.llm.vision.judgement, as vlm.both_orders makes it)."""
     choice = CHOICES[judged["verdict"]]
     answers = list(judged["answers"])
     agree = len({_named(answer) for answer in answers}) == 1
