@@ -14,6 +14,8 @@ DEFAULT_FLUX_MODEL = "black-forest-labs/FLUX.1-schnell"
 DEFAULT_FLUX_API_URL = "http://localhost:8001"
 DEFAULT_VISION_API_URL = "http://localhost:8002"
 DEFAULT_CLIP_MODEL = "ViT-L-14/openai"
+# The Ollama build of the original system's judge (Qwen2.5-VL-7B); it takes two images a request.
+DEFAULT_VLM_MODEL = "qwen2.5vl:7b"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class Settings:
     vision_api_url: str = DEFAULT_VISION_API_URL
     clip_model: str = DEFAULT_CLIP_MODEL
     aesthetic_model: Optional[str] = None
+    vlm_model: str = DEFAULT_VLM_MODEL
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -99,6 +102,7 @@ class Settings:
             vision_api_url=get("LOCAL_VISION_API_URL", DEFAULT_VISION_API_URL),
             clip_model=get("CLIP_MODEL", DEFAULT_CLIP_MODEL),
             aesthetic_model=get("AESTHETIC_MODEL", None),
+            vlm_model=get("VLM_MODEL", DEFAULT_VLM_MODEL),
         )
         for name, value, allowed in (("LLM_PROVIDER", settings.llm_provider, ("ollama",)),
                                      ("IMAGE_PROVIDER", settings.image_provider, ("flux",)),

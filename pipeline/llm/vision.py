@@ -58,6 +58,32 @@ JUDGE_SCHEMA = {"type": "object", "properties": {"reason": {"type": "string"},
                                                  "winner": {"type": "string", "enum": list(WINNERS)}},
                 "required": ["reason", "winner"]}
 
+# Focused pair questions for the original system's VLM service (pipeline.services.vlm): its /compare-alignment and
+# /compare-aesthetics ask about one aspect, and its client reads feedback beside the winner. "overall" is the
+# search's own question (JUDGE_SYSTEM's criteria).
+ASPECT_QUESTIONS = {
+    "overall": JUDGE_SYSTEM.split("\nAnswer with JSON only")[0],
+    "alignment": """You compare two images that an image model generated for the same user request and say which one
+matches the request better. Judge prompt adherence only: every subject, count, colour, position and piece of text
+the request names, and the scene it describes; ignore visual quality. The order in which the images are shown means
+nothing. If neither matches the request clearly better, answer "tie".""",
+    "aesthetics": """You compare two images and say which one has the better visual quality. Judge quality only:
+composition and framing, lighting and exposure, colour harmony, sharpness, correct anatomy without visible defects,
+overall appeal; ignore what they depict. The order in which the images are shown means nothing. If neither is
+clearly better, answer "tie".""",
+}
+FEEDBACK_RULES = """Also name what the better image does well ("winner_strengths", two or three short phrases) and
+what the other one should improve ("loser_weaknesses", two or three short phrases), both empty for a tie, and one
+concrete change to the request's wording that would make the next image better ("improvement_suggestion").
+Answer with JSON only: {"reason": "one or two sentences", "winner": "first" | "second" | "tie",
+"winner_strengths": ["..."], "loser_weaknesses": ["..."], "improvement_suggestion": "..."}"""
+FEEDBACK_SCHEMA = {"type": "object", "properties": {
+    **JUDGE_SCHEMA["properties"],
+    "winner_strengths": {"type": "array", "items": {"type": "string"}},
+    "loser_weaknesses": {"type": "array", "items": {"type": "string"}},
+    "improvement_suggestion": {"type": "string"}},
+    "required": ["reason", "winner", "winner_strengths", "loser_weaknesses", "improvement_suggestion"]}
+
 ImageInput = Union[str, Any]     # a base64 PNG already encoded, or an image png_base64 takes
 
 
@@ -140,6 +166,25 @@ class VisionOperations:
             return {"winner": "tie", "reason": f"the answer could not be used: {problem}", "unusable": True}
         return value
 
+    def judge_aspect(self, aspect: str, user_prompt: str, first: ImageInput, second: ImageInput,
+                     seed: Optional[int] = None, max_side: int = MAX_SIDE) -> dict:
+        """One order, one aspect of ASPECT_QUESTIONS, with feedback: {winner, reason, winner_strengths,
+        loser_weaknesses, improvement_suggestion}. "aesthetics" is asked without the request (the original's
+        client sends none). Twice unusable: a tie marked `unusable`, as judge_pair."""
+        if aspect not in ASPECT_QUESTIONS:
+            raise InvalidParameter("aspect", f"{aspect!r} is not one of {', '.join(ASPECT_QUESTIONS)}")
+        asked = "Which has the better visual quality?" if aspect == "aesthetics" else \
+            f"User request: {tpl._quote(_text('user_prompt', user_prompt))}\n\nWhich shows the request better?"
+        message = {"role": "user", "content": f"The first image is shown first, the second image second. {asked}",
+                   "images": [encoded(first, max_side), encoded(second, max_side)]}
+        messages = [{"role": "system", "content": f"{ASPECT_QUESTIONS[aspect]}\n{FEEDBACK_RULES}"}, message]
+        value, _, problem = self._ask("judge", messages, FEEDBACK_SCHEMA, parse_judge_feedback, seed,
+                                      num_predict=500)
+        if value is None:
+            return {"winner": "tie", "reason": f"the answer could not be used: {problem}", "unusable": True,
+                    "winner_strengths": [], "loser_weaknesses": [], "improvement_suggestion": ""}
+        return value
+
 
 def encoded(image: ImageInput, max_side: int = MAX_SIDE) -> str:
     return image if isinstance(image, str) else png_base64(image, max_side)
@@ -162,6 +207,13 @@ def parse_judge_answer(data: Any) -> dict:
     if winner not in WINNERS:
         raise ValueError(f"'winner' was {data.get('winner')!r}, not one of {', '.join(WINNERS)}")
     return {"winner": winner, "reason": clean_text(str(data.get("reason") or ""))}
+
+
+def parse_judge_feedback(data: Any) -> dict:
+    answer = parse_judge_answer(data)
+    return {**answer, "winner_strengths": _points(data.get("winner_strengths")),
+            "loser_weaknesses": _points(data.get("loser_weaknesses")),
+            "improvement_suggestion": clean_text(str(data.get("improvement_suggestion") or ""))}
 
 
 def _points(value: Any) -> list[str]:
@@ -249,4 +301,4 @@ def judgement(names: Sequence[str], a_first: Mapping, b_first: Mapping, model: s
 
 
 __all__ = ["PairwiseJudge", "VisionOperations", "VisionSupport", "require_vision", "vision_support",
-           "evaluation_text", "verdict_of", "judgement", "encoded", "MAX_SIDE"]
+           "evaluation_text", "verdict_of", "judgement", "encoded", "MAX_SIDE", "ASPECT_QUESTIONS"]

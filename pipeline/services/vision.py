@@ -2,7 +2,7 @@
 
     python -m pipeline.services.vision --host 127.0.0.1 --port 8002 [--clip ID] [--aesthetic PATH|v2.5]
         [--aesthetic-dir DIR] [--device auto|cuda|cpu] [--dtype auto|fp16|bf16|fp32] [--allow-dir DIR ...]
-        [--queue-depth N]
+        [--queue-depth N] [--critic-model NAME [--ollama-url URL]]
 
 POST /analyze {imagePath | imageUrl, prompt} -> {alignmentScore, aestheticScore, analysis, strengths, weaknesses};
 POST /score {images: [PNG base64 | {png} | {f32, shape}], prompt | prompts} -> {scores: [{alignment, aesthetic}]}
@@ -19,10 +19,18 @@ instead of a clamped logit and a size heuristic; the scorer loads once at startu
 ready); an unreadable image is a 400 and a scoring failure a 500, never the seed's silent 50.0 / 5.0; at most
 --queue-depth requests wait behind the one scoring (then 503 with Retry-After). CLIP_MODEL and AESTHETIC_MODEL set
 the defaults of --clip and --aesthetic.
+
+With --critic-model (an Ollama vision model, checked at start through Ollama's /api/show: a text model or a
+missing one exits 2), /analyze also shows the image and the prompt to that model and its `analysis`, `strengths`
+and `weaknesses` replace the ones written from the two scores; `critic` in the answer says which model, how long
+it took, and, when its answer was unusable twice, that the score-based text was kept and why. The scores and the
+critic's request run at the same time, each in its own bounded line; an Ollama that fails is a 502 (504 for a
+timeout) in one line. OLLAMA_BASE_URL sets the default of --ollama-url.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
 import io
@@ -37,9 +45,11 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import InvalidParameter, PromptBeamError
+from ..llm.client import OllamaError
 from .confine import AllowedRoots, OutsideRoots
 from .load import Busy, RenderQueue
 from .vision_batch import ScoreBody, decode_images
+from .vlm_answers import ollama_failure
 
 MAX_DOWNLOAD_BYTES = 64 << 20        # a generated image is a few MB; refuse to buffer anything much larger
 FETCH_TIMEOUT_S = 10.0               # the seed's timeout for imageUrl
@@ -55,14 +65,18 @@ class AnalyzeBody(BaseModel):
     prompt: Optional[str] = None
 
 
-def create_app(scorer, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT_QUEUE_DEPTH) -> FastAPI:
+def create_app(scorer, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT_QUEUE_DEPTH,
+               critic=None) -> FastAPI:
     """The HTTP app around a loaded Scorer. Scoring runs in a worker thread, one call at a time, queued on the
-    event loop (pipeline.services.load), so /health answers while images are scored."""
+    event loop (pipeline.services.load), so /health answers while images are scored. `critic`: a PromptEngine
+    over an Ollama vision model, whose evaluation of each /analyze image replaces the score-based text."""
     from fastapi.responses import JSONResponse
 
     app = FastAPI(title="Prompt Beam vision service")
     roots = AllowedRoots(allow_dirs, "--allow-dir")
     queue = RenderQueue(queue_depth, what="scoring call")
+    # The critic waits in its own line: a slow VLM must not hold up the CLIP scoring of other requests.
+    critic_queue = RenderQueue(queue_depth, what="critic request")
 
     async def in_turn(work):
         try:
@@ -79,14 +93,37 @@ def create_app(scorer, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT
         info = scorer.describe()
         return {"status": "healthy", "device": info["device"],
                 "models": [info["clip_model"], info["aesthetic_model"]], "model_loaded": info["loaded"],
-                "scorer": info, "queue": queue.describe(), "allow_dirs": [str(root) for root in roots]}
+                "scorer": info, "queue": queue.describe(), "allow_dirs": [str(root) for root in roots],
+                "critic": None if critic is None else {"model": critic.client.model,
+                                                       "ollama_url": critic.client.base_url,
+                                                       "queue": critic_queue.describe()}}
+
+    async def critique(image, prompt: str) -> dict:
+        """What the critic model says of the image: {analysis, strengths, weaknesses} or None, and `critic`."""
+        started = time.perf_counter()
+        try:
+            result = await critic_queue.run(lambda: critic.evaluate_image(prompt, image))
+        except Busy as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+        except OllamaError as exc:
+            raise HTTPException(*ollama_failure(exc, critic.client.model, "--critic-model")) from None
+        info = {"model": critic.client.model, "seconds": round(time.perf_counter() - started, 3),
+                "fallback": result.value is None}
+        if result.value is None:
+            info["problem"] = f"the critic's answer was unusable twice ({result.problem}); the text is written " \
+                              f"from the scores"
+        return {"evaluation": result.value, "critic": info}
 
     @app.post("/analyze")
     async def analyze(body: AnalyzeBody) -> dict:
         if not (body.prompt or "").strip():
             raise HTTPException(422, "prompt: is empty; give the prompt the image was made for")
         image = await _run_blocking(lambda: load_image(body.imagePath, body.imageUrl, roots))
-        return await in_turn(lambda: scorer.analyze(image, body.prompt))
+        if critic is None:
+            return await in_turn(lambda: scorer.analyze(image, body.prompt))
+        answer, seen = await asyncio.gather(in_turn(lambda: scorer.analyze(image, body.prompt)),
+                                            critique(image, body.prompt))
+        return {**answer, **(seen["evaluation"] or {}), "critic": seen["critic"]}
 
     @app.post("/score")
     async def score(body: ScoreBody) -> dict:
@@ -125,13 +162,19 @@ def load_image(image_path: Optional[str], image_url: Optional[str], roots: Optio
     if image_path and image_url:
         raise HTTPException(422, "give either imagePath or imageUrl, not both")
     if image_path:
-        path = os.path.expanduser(image_path)
-        # Read the checked, resolved path: a link swapped in after the check cannot point the read elsewhere.
-        real = str(roots.check(path, "imagePath")) if roots is not None else path
-        return _open_image(_read_file(real, "imagePath", shown=path), "imagePath", image_path)
+        return open_image_file(image_path, "imagePath", roots)
     if image_url:
         return _open_image(_read_url(image_url), "imageUrl", _short(image_url))
     raise HTTPException(422, "give imagePath (a file in an --allow-dir folder) or imageUrl (http(s) or data: URL)")
+
+
+def open_image_file(image_path: str, field: str, roots: Optional[AllowedRoots] = None):
+    """An RGB PIL image from a file, read only inside `roots` when given (OutsideRoots otherwise); an
+    HTTPException naming `field` when it is missing or not an image."""
+    path = os.path.expanduser(image_path)
+    # Read the checked, resolved path: a link swapped in after the check cannot point the read elsewhere.
+    real = str(roots.check(path, field)) if roots is not None else path
+    return _open_image(_read_file(real, field, shown=path), field, image_path)
 
 
 def _read_file(path: str, field: str, shown: Optional[str] = None) -> bytes:
@@ -239,11 +282,39 @@ def parse_args(argv=None, env=None) -> argparse.Namespace:
     parser.add_argument("--queue-depth", type=int, default=DEFAULT_QUEUE_DEPTH, metavar="N",
                         help=f"requests that may wait behind the one being scored; more get 503 + Retry-After "
                              f"(default {DEFAULT_QUEUE_DEPTH})")
+    parser.add_argument("--critic-model", default=None, metavar="NAME",
+                        help="Ollama vision model (e.g. qwen2.5vl:7b, gemma3:12b, minicpm-v, llava) that writes "
+                             "/analyze's analysis, strengths and weaknesses from the image itself (default: none; "
+                             "the text is written from the two scores)")
+    parser.add_argument("--ollama-url", default=settings.ollama_base_url,
+                        help=f"Ollama server of --critic-model (default: OLLAMA_BASE_URL, else "
+                             f"{settings.ollama_base_url})")
     args = parser.parse_args(argv)
     if args.queue_depth < 0:
         parser.error(f"--queue-depth must be >= 0, got {args.queue_depth}")
     args.allow_dirs = args.allow_dirs or list(DEFAULT_ALLOW_DIRS)
     return args
+
+
+def start_critic(ollama_url: str, model: str):
+    """A PromptEngine over the critic model, refused before the port opens when Ollama cannot show it an image:
+    InvalidParameter naming --critic-model (no vision, not installed) or --ollama-url; OllamaError when Ollama is
+    down."""
+    from ..llm.client import OllamaClient, OllamaModelNotFound
+    from ..llm.operations import PromptEngine
+    from ..llm.vision import require_vision
+
+    try:
+        client = OllamaClient(ollama_url, model)
+    except InvalidParameter as exc:
+        where = "--ollama-url" if exc.name == "base_url" else "--critic-model"
+        raise InvalidParameter(where, InvalidParameter.bare(exc)) from None
+    try:
+        require_vision(client, "--critic-model", images=1)
+    except OllamaModelNotFound as exc:
+        line = ollama_failure(exc, model, "--critic-model")[1]
+        raise InvalidParameter("--critic-model", line.removeprefix("--critic-model: ")) from None
+    return PromptEngine(client)
 
 
 def main(argv=None) -> int:
@@ -253,15 +324,22 @@ def main(argv=None) -> int:
 
     try:
         args = parse_args(argv)
+        # The critic is checked first: a wrong model name fails in a second, not after the CLIP load.
+        critic = start_critic(args.ollama_url, args.critic_model) if args.critic_model else None
         scorer = load_scorer(args.clip, aesthetic_model=args.aesthetic, device=args.device, dtype=args.dtype,
                              aesthetic_dirs=[args.aesthetic_dir] if args.aesthetic_dir else ())
+    except OllamaError as exc:
+        print(f"error: {ollama_failure(exc, args.critic_model, '--critic-model')[1]}", file=sys.stderr)
+        return 1
     except PromptBeamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidParameter) else 1
     info = scorer.describe()
     print(f"Vision service: {info['clip_model']} + {info['aesthetic_model']} on {info['device']} "
           f"at http://{args.host}:{args.port}", flush=True)
-    app = create_app(scorer, allow_dirs=args.allow_dirs, queue_depth=args.queue_depth)
+    if critic is not None:
+        print(f"Vision service: critic {args.critic_model} through Ollama at {critic.client.base_url}", flush=True)
+    app = create_app(scorer, allow_dirs=args.allow_dirs, queue_depth=args.queue_depth, critic=critic)
     print(f"Vision service: imagePath allowed under {', '.join(os.path.realpath(d) for d in args.allow_dirs)}",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
