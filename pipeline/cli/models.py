@@ -9,7 +9,7 @@ import dataclasses
 
 from ..config import LoraSpec, Settings
 from ..errors import InvalidParameter
-from . import checks, remote, workers
+from . import checks, remote, scorers, workers
 
 
 def backend_urls(args: argparse.Namespace, recorded: dict) -> dict:
@@ -43,6 +43,7 @@ def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> d
             "comfy_workers": pick("comfy_workers", None), "render_workflow": pick("render_workflow", None),
             "worker_timeout": getattr(args, "worker_timeout", None),
             "true_cfg": pick("true_cfg", None),
+            **scorers.scorer_settings(args, recorded),
             **backend_urls(args, recorded)}
 
 
@@ -60,6 +61,7 @@ def check_models(settings: dict, lora_flag: str) -> None:
         if pick_device(settings["device"]).type == "cpu":
             raise InvalidParameter("offload", "moves Flux's parts to the GPU only while they run; this run is on "
                                               "the CPU")
+    scorers.check_scorer_settings(settings, models=not settings.get("vision_url"))
     if settings.get("vision_url"):         # the vision service has loaded its own models
         return
     checks.check_clip(settings["clip"], flag="clip")
@@ -76,7 +78,7 @@ def recorded_models(report: dict) -> dict:
         names = {"ollama_url": "ollama_url", "llm_model": "llm_model", "flux": "flux", "flux_base": "flux_base",
                  "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora",
                  "comfy_workers": "comfy_workers", "render_workflow": "render_workflow",
-                 "true_cfg": "true_cfg",
+                 "true_cfg": "true_cfg", "scorers": "scorer", "hps_arch": "hps_arch",
                  "flux_url": "flux_url", "vision_url": "vision_url"}
         return {flag: cli[key] for key, flag in names.items() if cli.get(key) is not None}
     found = {}
@@ -104,6 +106,7 @@ def record_cli_settings(search, settings: dict) -> None:
     search.extra_config["cli"] = {"llm_model": s["llm_model"], "ollama_url": s["ollama_url"], "flux": s["flux"],
                                   "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
                                   "caption_model": s["caption_model"], "true_cfg": s["true_cfg"],
+                                  "scorers": s["scorers"], "hps_arch": s["hps_arch"],
                                   "loras": [dataclasses.asdict(lora) for lora in s["loras"]],
                                   # "in-process" rather than null, so --resume keeps the backends the run used
                                   "flux_url": s.get("flux_url") or remote.IN_PROCESS,

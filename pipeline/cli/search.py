@@ -23,7 +23,7 @@ from ..beam.config import RESUME_OVERRIDES, BeamConfig  # no torch import: param
 from ..config import Settings
 from ..errors import Interrupted, InvalidParameter, PromptBeamError
 from ..record.storage import RecordNotWritable
-from . import checks, remote, workers
+from . import checks, remote, scorers, workers
 from .exit_codes import EXIT_INTERRUPTED, EXIT_OK
 from .models import check_models, model_settings, record_cli_settings, recorded_models
 
@@ -44,7 +44,12 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     p.add_argument("prompt", nargs="?", metavar="PROMPT", help="what you want to see (omit with --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its report.json")
     p.add_argument("--out", metavar="DIR", default="runs", help="root folder of run directories (default: ./runs)")
+    add_search_flags(p)
+    return p
 
+
+def add_search_flags(p: argparse.ArgumentParser) -> None:
+    """Every flag of a search besides PROMPT, --resume and --out (`eval` takes them too)."""
     beam = p.add_argument_group("search")
     beam.add_argument("--beam-width", dest="beam_width", type=int, metavar="N", help="candidates per round (4)")
     beam.add_argument("--keep-top", dest="keep_top", type=int, metavar="M", help="survivors per round, <= N (2)")
@@ -104,6 +109,7 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     remote.add_arguments(models)
     models.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (.pth/.safetensors), 'laion' or 'v2.5' "
                                                             "(AESTHETIC_MODEL)")
+    scorers.add_scorer_flags(models)
 
     runtime = p.add_argument_group("runtime")
     runtime.add_argument("--device", metavar="DEVICE", help="cuda, cuda:N, mps or cpu (default: best available)")
@@ -112,7 +118,6 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     runtime.add_argument("--low-vram", dest="low_vram", action="store_true", default=None,
                          help="unload the Ollama model before each round's generation")
     workers.add_worker_flags(p)
-    return p
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -230,6 +235,11 @@ class StopOnCtrlC:
 
 def run(args: argparse.Namespace) -> int:
     plan = plan_search(args)
+    return execute(plan, *load_components(plan))
+
+
+def load_components(plan: SearchPlan) -> tuple:
+    """(prompt operations, generator, scorer) for a checked plan: backends that answer first, then the models."""
     s = plan.settings
     from ..llm.client import OllamaClient
     from ..llm.operations import PromptEngine
@@ -251,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"loading scorer {s['clip']} + aesthetic {s['aesthetic'] or 'LAION (default)'} ...")
         scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"],
                              caption_client=caption_client)
+    scorer = scorers.attach(scorer, s, say)
     if generator is None:
         from ..generation.diffusers_flux import DiffusersFluxGenerator
 
@@ -261,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
             say("note: Flux ignores negative prompts unless --true-cfg is above 1; the LLM still writes them, and "
                 "each candidate is marked negative_ignored in report.json and its PNG")
     ops = PromptEngine(client, seed=plan.config.seed, low_vram=plan.config.low_vram)
-    return execute(plan, ops, generator, scorer)
+    return ops, generator, scorer
 
 
 def execute(plan: SearchPlan, ops, generator, scorer) -> int:
@@ -322,8 +333,10 @@ def print_summary(result) -> None:
     scores = best.scores or {}
     print(f"run directory: {result.run_dir}")
     print(f"stop reason:   {result.stop_reason}")
+    named = "".join(f"  {name} {value:.3f}" for name, value in scores.items()   # --scorer's own scores
+                    if name not in ("alignment", "aesthetic", "total"))
     print(f"best:          {best.id}  total {scores.get('total', nan):.2f}  "
-          f"alignment {scores.get('alignment', nan):.2f}  aesthetic {scores.get('aesthetic', nan):.2f}")
+          f"alignment {scores.get('alignment', nan):.2f}  aesthetic {scores.get('aesthetic', nan):.2f}{named}")
     if best.image:
         print(f"image:         {Path(result.run_dir) / best.image}")
     print(f"prompt:        {best.prompt}")

@@ -150,3 +150,25 @@ def load_scorer_set(specs: Sequence[Union[str, ScorerSpec]] = (), device=None, d
     device = resolve_device(device)
     base = load_scorer(device=device, dtype=dtype, **scorer_options)
     return with_rewards(base, specs, hps_arch=hps_arch)
+
+
+def served_specs(scorer) -> tuple[ScorerSpec, ...]:
+    """The scorers a loaded scorer gives: a ScorerSet's, or the default for a plain Scorer."""
+    return tuple(getattr(scorer, "specs", None) or (ScorerSpec(DEFAULT_SCORER),))
+
+
+def check_served(scorer, requested: Sequence[str], flag: str = "scorers") -> tuple[ScorerSpec, ...]:
+    """The scorers a client asks a loaded scorer for (the vision service's /score): each must parse and be one it
+    was started with (same source, when the client names one)."""
+    served = {spec.name: spec for spec in served_specs(scorer)}
+    served.setdefault(DEFAULT_SCORER, ScorerSpec(DEFAULT_SCORER))      # alignment + aesthetic always come along
+    wanted = parse_scorer_specs(requested, flag)
+    for spec in wanted:
+        have = served.get(spec.name)
+        if have is None:
+            raise InvalidParameter(flag, f"this service does not score with {spec.name}; it scores with "
+                                         f"{', '.join(map(str, served.values()))}. Start it with --scorer {spec}")
+        if spec.source and spec.source != have.source:
+            raise InvalidParameter(flag, f"this service scores {spec.name} with {have.source or 'the default'}, "
+                                         f"not {spec.source}")
+    return wanted

@@ -236,3 +236,23 @@ def resolve_hps_arch(arch: Optional[str]) -> ModelSource:
                                                                    else ""),
                     f"HPSv2.1 is {DEFAULT_ARCH}; other names come from open_clip.list_models()", invalid=True)
     return ok(f"open_clip architecture {arch}", form="pretrained", location=arch)
+
+
+def check_scorers(texts, hps_arch: Optional[str] = None, flag: str = "scorer", arch_flag: str = "hps_arch",
+                  models: bool = True) -> tuple:
+    """The scorer specs of a command, checked before anything loads: each parses (InvalidParameter naming `flag`),
+    --hps-arch only with hpsv2, and (with `models`) each reward model's verdict refuses what can never work. The
+    `clip` scorer's models are --clip and --aesthetic, checked by their own flags."""
+    from .specs import parse_scorer_specs
+
+    specs = parse_scorer_specs(texts, flag)
+    names = [spec.name for spec in specs]
+    if (hps_arch or "").strip():
+        if "hpsv2" not in names:
+            raise InvalidParameter(arch_flag, "sets the architecture of the hpsv2 scorer; no hpsv2 scorer is named")
+        resolve_hps_arch(hps_arch).raise_if_invalid(arch_flag)
+    if models:
+        for spec in specs:
+            if spec.name != "clip":
+                resolve_scorer(spec, hps_arch=hps_arch).raise_if_invalid(flag)
+    return specs
