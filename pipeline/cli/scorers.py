@@ -28,16 +28,23 @@ def scorer_settings(args: argparse.Namespace, recorded: dict) -> dict:
             raise InvalidParameter("scorer" if given is not None else "hps_arch",
                                    "cannot be changed when resuming: the run keeps the scorers it ranked by ("
                                    f"{', '.join(recorded.get('scorer') or ['clip'])})")
-        return {"scorers": list(recorded.get("scorer") or ["clip"]), "hps_arch": recorded.get("hps_arch")}
-    return {"scorers": list(given or ["clip"]), "hps_arch": arch}
+        return {"scorers": list(recorded.get("scorer") or ["clip"]), "hps_arch": recorded.get("hps_arch"),
+                "hps_judge": bool(getattr(args, "hps_judge", False))}
+    # hps_judge: `eval` judges with hpsv2, so --hps-arch has a user even when no hpsv2 scorer ranks the search.
+    return {"scorers": list(given or ["clip"]), "hps_arch": arch, "hps_judge": bool(getattr(args, "hps_judge", False))}
 
 
 def check_scorer_settings(settings: dict, models: bool = True) -> None:
     """Each spec parses, --hps-arch fits, and (with `models`: the reward models load in this process) no reward
     model is missing for good. Exit 2 naming --scorer or --hps-arch."""
-    from ..scoring.sources import check_scorers
+    from ..scoring.sources import check_scorers, resolve_hps_arch
+    from ..scoring.specs import parse_scorer_specs
 
-    specs = check_scorers(settings["scorers"], settings["hps_arch"], models=models)
+    arch = settings["hps_arch"]
+    if arch and settings.get("hps_judge") and "hpsv2" not in [s.name for s in parse_scorer_specs(settings["scorers"])]:
+        resolve_hps_arch(arch).raise_if_invalid("hps_arch")      # for the judge only
+        arch = None
+    specs = check_scorers(settings["scorers"], arch, models=models)
     settings["scorers"] = [str(spec) for spec in specs]
 
 
