@@ -124,8 +124,9 @@ def _resume_plan(args: argparse.Namespace, env: Settings) -> EvalPlan:
     record = EvalRecord.open(args.resume, flag="resume")
     saved = record.data["settings"]
     judges = parse_judge_specs(saved.get("judge_specs"), flag="judge")
-    flags = {**saved.get("flags", {}), **{k: getattr(args, k) for k in CHANGEABLE_ON_RESUME
-                                          if getattr(args, k) is not None}}
+    # The scorers come back with the recorded models below (as for `search --resume`), not as flags.
+    flags = {**{k: v for k, v in saved.get("flags", {}).items() if k not in ("scorer", "hps_arch")},
+             **{k: getattr(args, k) for k in CHANGEABLE_ON_RESUME if getattr(args, k) is not None}}
     search_args = argparse.Namespace(**{**vars(args), **flags, "resume": None, "prompt": None,
                                         "hps_judge": any(j.name == "hpsv2" for j in judges)})
     config = BeamConfig.from_dict(saved["search"]).validate()

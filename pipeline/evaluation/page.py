@@ -175,7 +175,9 @@ def _prompt(entry: dict, judges: list) -> str:
     return (f'<section class="prompt" id="p{entry["index"]}"><header><b>#{entry["index"] + 1}</b>'
             f'<span class="chip">{escape(entry.get("category") or "no category")}</span>'
             f'<span class="chip {escape(verdict)}">{escape(verdict)}</span>'
-            f'<a class="sub" href="{run}/report.html">run record</a></header>'
+            f'<a class="sub" href="{run}/report.html">run record</a>'
+            + ('<span class="note">both arms kept the same image (round 0\'s best): a tie for every judge that '
+               'looks at the pixels</span>' if entry.get("same_image") else "") + '</header>'
             f'<p>{escape(entry["prompt"])}</p><div class="pair">{"".join(figures)}</div>'
             '<table style="margin-top:8px"><tr><th>judge</th><th>verdict</th><th>beam</th><th>control</th>'
             '<th></th></tr>' + "".join(rows) + "</table></section>")
