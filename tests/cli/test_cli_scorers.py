@@ -149,3 +149,14 @@ def test_vision_service_refuses_a_bad_scorer_at_startup(tmp_path):
                             cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
     verdict = sources.resolve_scorer(f"pickscore={tmp_path}/x")
     assert result.returncode == 2 and f"error: --scorer: {verdict.message()}" in result.stderr
+
+
+def test_doctor_asks_the_vision_service_which_scorers_it_runs(pickscore_service, fake_ollama, tiny_pickscore_dir):
+    result = cli("doctor", "--ollama-url", fake_ollama.url, "--vision-url", pickscore_service, "--scorer",
+                 f"pickscore={tiny_pickscore_dir}", "--scorer", "hpsv2")
+    assert result.returncode == 1, result.stdout
+    lines = [line for line in result.stdout.splitlines() if line[7:17].strip() == "scorer"]
+    assert lines[0] == (f"[ok]   scorer    pickscore={tiny_pickscore_dir}: scored by the vision service at "
+                        f"{pickscore_service} (pickscore={tiny_pickscore_dir})")
+    assert lines[1].startswith(f"[FAIL] scorer    hpsv2: the vision service at {pickscore_service} does not score "
+                               "with hpsv2  → fix: start it with --scorer hpsv2")
