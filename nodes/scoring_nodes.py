@@ -7,6 +7,7 @@ Flux and the scorer do not fit together. Aesthetic heads live in the `aesthetic`
 import json
 import logging
 import os
+import re
 import uuid
 
 import comfy.model_management
@@ -18,7 +19,8 @@ from ..pipeline.images import tensor_to_pil, to_batch
 from ..pipeline.scoring.aesthetic import LAION_FILENAME
 from ..pipeline.scoring.scorer import (DEFAULT_ALPHA, caption_images, caption_prompt_for, load_scorer, resolve_device,
                                        resolve_dtype, total_score)
-from ..pipeline.scoring.sources import resolve_aesthetic
+from ..pipeline.scoring.scorer_set import with_rewards
+from ..pipeline.scoring.sources import check_scorers, resolve_aesthetic
 
 log = logging.getLogger(__name__)
 CATEGORY = "Prompt Beam/Scoring"
@@ -46,8 +48,10 @@ def aesthetic_folders():
 aesthetic_folders()
 
 
-def cached_scorer(clip_model, aesthetic_model, device, dtype):
+def cached_scorer(clip_model, aesthetic_model, device, dtype, scorers=""):
     """The scorer for these settings, loaded once per process."""
+    # The scoring part's own verdict on each spec, as `search --scorer` and `doctor --scorer` give it.
+    specs = check_scorers([text for text in re.split(r"[\n,]", scorers or "") if text.strip()], flag="scorers")
     if device == "auto":
         device = comfy.model_management.get_torch_device()
     device = resolve_device(device)
@@ -55,12 +59,12 @@ def cached_scorer(clip_model, aesthetic_model, device, dtype):
     folders = aesthetic_folders()
     # The scoring part's own rule for where the head comes from (LAION's default: where it will be downloaded).
     aesthetic = resolve_aesthetic(aesthetic_model, folders).require().location
-    key = (clip_model.strip(), aesthetic, str(device), str(dtype))
+    key = (clip_model.strip(), aesthetic, str(device), str(dtype), tuple(map(str, specs)))
     scorer = _SCORERS.get(key)
     if scorer is None:
         scorer = load_scorer(clip_model.strip(), aesthetic_model=aesthetic, device=device, dtype=dtype,
                              aesthetic_dirs=folders)
-        _SCORERS[key] = scorer
+        _SCORERS[key] = scorer = with_rewards(scorer, specs)
     return scorer
 
 
@@ -109,6 +113,10 @@ class PromptBeamScorerLoader:
                 "after_use": (list(AFTER_USE), {"default": "keep_loaded", "tooltip": (
                     "keep_loaded: stay in VRAM; offload_to_cpu: move to RAM after each scoring call (fast to bring "
                     "back); unload: drop the weights after each call (reloaded from disk when needed)")}),
+                "scorers": ("STRING", {"default": "", "tooltip": (
+                    "what the total ranks by, comma separated: empty or clip = CLIP + aesthetic; pickscore[=SOURCE] "
+                    "(hub id or folder), hpsv2[=FILE] (HPS_v2.1_compressed.pt). Alignment and aesthetic are always "
+                    "given too")}),
             },
         }
 
@@ -118,10 +126,10 @@ class PromptBeamScorerLoader:
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads CLIP + an aesthetic predictor once (cached by settings) for the scoring and search nodes."
 
-    def load(self, clip_model, aesthetic_model, device, dtype="auto", after_use="keep_loaded"):
+    def load(self, clip_model, aesthetic_model, device, dtype="auto", after_use="keep_loaded", scorers=""):
         if after_use not in AFTER_USE:
             raise InvalidParameter("after_use", f"{after_use!r} is not one of {', '.join(AFTER_USE)}")
-        scorer = cached_scorer(clip_model, aesthetic_model, device, dtype)
+        scorer = cached_scorer(clip_model, aesthetic_model, device, dtype, scorers)
         scorer.after_use = AFTER_USE[after_use]
         scorer.release(scorer.after_use)     # honour the choice from now on, not only after the first use
         return (scorer,)

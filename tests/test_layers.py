@@ -18,7 +18,8 @@ ALLOWED = {
     "generation": {"comfy_api", "services.protocol"},
     "scoring": {"services.protocol"},
     "beam": {"record", "generation.protocol"},
-    "cli": {"llm", "comfy_api", "record", "generation", "scoring", "beam", "services"},
+    "evaluation": {"llm", "scoring", "beam", "record"},
+    "cli": {"llm", "comfy_api", "record", "generation", "scoring", "beam", "services", "evaluation"},
     "services": {"llm", "comfy_api", "record", "generation", "scoring", "beam"},
     "__main__": {"cli"},                       # `python -m pipeline`
 }

@@ -15,7 +15,7 @@ from ..config import LoraSpec, Settings
 from ..errors import InvalidParameter
 from ..sources import ModelSource as Finding  # one line of the checklist, model or not (same fields)
 from ..sources import fail, ok, warn
-from . import remote, workers
+from . import remote, scorers, workers
 from .exit_codes import EXIT_FAILURE, EXIT_OK
 
 LABEL_WIDTH = 10
@@ -39,6 +39,7 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     p.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (AESTHETIC_MODEL)")
     p.add_argument("--caption-model", dest="caption_model", metavar="NAME",
                    help="also check this Ollama vision model (for search --captions)")
+    scorers.add_scorer_flags(p)
     remote.add_arguments(p)
     workers.add_worker_flags(p, for_doctor=True)
     return p
@@ -189,6 +190,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         report("clip", resolve_model, "scoring", "resolve_clip", args.clip or settings.clip_model)
         report("aesthetic", resolve_model, "scoring", "resolve_aesthetic", args.aesthetic or settings.aesthetic_model)
+    if args.scorer or args.hps_arch:         # the scorers a search with these flags ranks by, one line each
+        for label, finding in scorers.doctor_findings(args.scorer, args.hps_arch, args.clip or settings.clip_model,
+                                                      args.aesthetic or settings.aesthetic_model, urls["vision_url"]):
+            report(label, lambda found=finding: found)
     failed = [label for label, finding in results if finding.status == "fail"]
     if failed:
         print(f"{len(failed)} check(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""`python -m pipeline search | doctor | queue | view`: argument parsing, exit codes and error reporting.
+"""`python -m pipeline search | eval | doctor | queue | view`: argument parsing, exit codes and error reporting.
 
 Each subcommand lives in its own module (search, doctor, queue, view) and declares its flags there; this module only
 dispatches and turns exceptions into the exit codes of `exit_codes.py`.
@@ -16,10 +16,10 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..errors import Interrupted, InvalidParameter, PromptBeamError
-from . import doctor, queue, search, view
+from . import doctor, eval as evaluate, queue, search, view
 from .exit_codes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 
-SUBCOMMANDS = (search, doctor, queue, view)     # each: add_parser(commands, parents) and run(args) -> exit code
+SUBCOMMANDS = (search, evaluate, doctor, queue, view)     # each: add_parser(commands, parents) and run(args) -> exit code
 
 
 def error(message: str) -> None:

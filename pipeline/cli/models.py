@@ -9,7 +9,7 @@ import dataclasses
 
 from ..config import LoraSpec, Settings
 from ..errors import InvalidParameter
-from . import checks, remote, workers
+from . import checks, remote, scorers, workers
 
 
 def backend_urls(args: argparse.Namespace, recorded: dict) -> dict:
@@ -44,6 +44,7 @@ def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> d
             "comfy_workers": pick("comfy_workers", None), "render_workflow": pick("render_workflow", None),
             "worker_timeout": getattr(args, "worker_timeout", None),
             "true_cfg": pick("true_cfg", None),
+            **scorers.scorer_settings(args, recorded),
             **backend_urls(args, recorded)}
 
 
@@ -61,6 +62,7 @@ def check_models(settings: dict, lora_flag: str) -> None:
         if pick_device(settings["device"]).type == "cpu":
             raise InvalidParameter("offload", "moves Flux's parts to the GPU only while they run; this run is on "
                                               "the CPU")
+    scorers.check_scorer_settings(settings, models=not settings.get("vision_url"))
     if settings.get("vision_url"):         # the vision service has loaded its own models
         return
     checks.check_clip(settings["clip"], flag="clip")
@@ -78,7 +80,7 @@ def recorded_models(report: dict) -> dict:
                  "clip": "clip", "aesthetic": "aesthetic", "caption_model": "caption_model", "loras": "lora",
                  "critic_model": "critic_model", "judge_model": "judge_model",
                  "comfy_workers": "comfy_workers", "render_workflow": "render_workflow",
-                 "true_cfg": "true_cfg",
+                 "true_cfg": "true_cfg", "scorers": "scorer", "hps_arch": "hps_arch",
                  "flux_url": "flux_url", "vision_url": "vision_url"}
         return {flag: cli[key] for key, flag in names.items() if cli.get(key) is not None}
     found = {}
@@ -107,6 +109,7 @@ def record_cli_settings(search, settings: dict) -> None:
                                   "flux_base": s["flux_base"], "clip": s["clip"], "aesthetic": s["aesthetic"],
                                   "caption_model": s["caption_model"], "true_cfg": s["true_cfg"],
                                   "critic_model": s["critic_model"], "judge_model": s["judge_model"],
+                                  "scorers": s["scorers"], "hps_arch": s["hps_arch"],
                                   "loras": [dataclasses.asdict(lora) for lora in s["loras"]],
                                   # "in-process" rather than null, so --resume keeps the backends the run used
                                   "flux_url": s.get("flux_url") or remote.IN_PROCESS,

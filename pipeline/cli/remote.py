@@ -64,7 +64,8 @@ def connect(settings: dict, say) -> tuple[Optional[object], Optional[object]]:
         from ..scoring.remote import RemoteScorer
 
         caption_client = settings.get("caption_client")
-        scorer = RemoteScorer(settings["vision_url"], caption_client=caption_client)
+        scorer = RemoteScorer(settings["vision_url"], caption_client=caption_client,
+                              scorers=settings.get("scorers"))
         info = scorer.health()
         say(f"vision service {scorer.base_url}: {', '.join(map(str, info.get('models', [])))} ready")
     if settings.get("flux_url"):

@@ -23,7 +23,7 @@ from ..beam.config import RESUME_OVERRIDES, BeamConfig  # no torch import: param
 from ..config import Settings
 from ..errors import Interrupted, InvalidParameter, PromptBeamError
 from ..record.storage import RecordNotWritable
-from . import checks, remote, workers
+from . import checks, remote, scorers, workers
 from .exit_codes import EXIT_INTERRUPTED, EXIT_OK
 from .models import check_models, model_settings, record_cli_settings, recorded_models
 
@@ -44,7 +44,12 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     p.add_argument("prompt", nargs="?", metavar="PROMPT", help="what you want to see (omit with --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its report.json")
     p.add_argument("--out", metavar="DIR", default="runs", help="root folder of run directories (default: ./runs)")
+    add_search_flags(p)
+    return p
 
+
+def add_search_flags(p: argparse.ArgumentParser) -> None:
+    """Every flag of a search besides PROMPT, --resume and --out (`eval` takes them too)."""
     beam = p.add_argument_group("search")
     beam.add_argument("--beam-width", dest="beam_width", type=int, metavar="N", help="candidates per round (4)")
     beam.add_argument("--keep-top", dest="keep_top", type=int, metavar="M", help="survivors per round, <= N (2)")
@@ -117,6 +122,7 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     remote.add_arguments(models)
     models.add_argument("--aesthetic", metavar="PATH", help="aesthetic head (.pth/.safetensors), 'laion' or 'v2.5' "
                                                             "(AESTHETIC_MODEL)")
+    scorers.add_scorer_flags(models)
 
     runtime = p.add_argument_group("runtime")
     runtime.add_argument("--device", metavar="DEVICE", help="cuda, cuda:N, mps or cpu (default: best available)")
@@ -125,7 +131,6 @@ def add_parser(commands, parents) -> argparse.ArgumentParser:
     runtime.add_argument("--low-vram", dest="low_vram", action="store_true", default=None,
                          help="unload the Ollama model before each round's generation")
     workers.add_worker_flags(p)
-    return p
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,8 +246,30 @@ class StopOnCtrlC:
         return self.requested
 
 
+@dataclasses.dataclass
+class Components:
+    """What a search runs on, loaded: prompt operations, generator, scorer, and the optional vision critic and
+    pairwise judge."""
+    ops: object
+    generator: object
+    scorer: object
+    critic: object = None
+    judge: object = None
+
+    def search(self, config: BeamConfig, callbacks=None):
+        from ..beam.search import BeamSearch
+
+        return BeamSearch(self.ops, self.generator, self.scorer, config, callbacks, critic=self.critic,
+                          judge=self.judge)
+
+
 def run(args: argparse.Namespace) -> int:
     plan = plan_search(args)
+    return execute(plan, load_components(plan))
+
+
+def load_components(plan: SearchPlan) -> Components:
+    """The components of a checked plan: backends that answer first, then the models."""
     s = plan.settings
     from ..llm.client import OllamaClient
     from ..llm.operations import PromptEngine
@@ -267,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"loading scorer {s['clip']} + aesthetic {s['aesthetic'] or 'LAION (default)'} ...")
         scorer = load_scorer(clip_model=s["clip"], aesthetic_model=s["aesthetic"], device=s["device"],
                              caption_client=caption_client)
+    scorer = scorers.attach(scorer, s, say)
     if generator is None:
         from ..generation.diffusers_flux import DiffusersFluxGenerator
 
@@ -279,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
     ops = PromptEngine(client, seed=plan.config.seed, low_vram=plan.config.low_vram)
     if critic is not None and critic.client.model == client.model:
         critic = ops                  # the text model itself looks, inside the children request
-    return execute(plan, ops, generator, scorer, critic=critic, judge=judge)
+    return Components(ops, generator, scorer, critic, judge)
 
 
 def vision_judges(settings: dict, text_model: str, seed: int) -> tuple:
@@ -303,10 +331,10 @@ def vision_judges(settings: dict, text_model: str, seed: int) -> tuple:
     return critic, judge
 
 
-def execute(plan: SearchPlan, ops, generator, scorer, critic=None, judge=None) -> int:
+def execute(plan: SearchPlan, parts: Components) -> int:
     from tqdm import tqdm
 
-    from ..beam.search import BeamSearch, SearchCallbacks
+    from ..beam.search import SearchCallbacks
 
     bar = tqdm(total=None, unit="img", file=sys.stderr, dynamic_ncols=True, desc="search")
 
@@ -326,7 +354,7 @@ def execute(plan: SearchPlan, ops, generator, scorer, critic=None, judge=None) -
 
     with StopOnCtrlC(lambda text: bar.write(text, file=sys.stderr)) as stop:
         callbacks = SearchCallbacks(on_progress=on_progress, on_candidate=on_candidate, should_stop=stop)
-        search = BeamSearch(ops, generator, scorer, plan.config, callbacks, critic=critic, judge=judge)
+        search = parts.search(plan.config, callbacks)
         record_cli_settings(search, plan.settings)
         try:
             if plan.resume:
@@ -361,8 +389,10 @@ def print_summary(result) -> None:
     scores = best.scores or {}
     print(f"run directory: {result.run_dir}")
     print(f"stop reason:   {result.stop_reason}")
+    named = "".join(f"  {name} {value:.3f}" for name, value in scores.items()   # --scorer's own scores
+                    if name not in ("alignment", "aesthetic", "total"))
     print(f"best:          {best.id}  total {scores.get('total', nan):.2f}  "
-          f"alignment {scores.get('alignment', nan):.2f}  aesthetic {scores.get('aesthetic', nan):.2f}")
+          f"alignment {scores.get('alignment', nan):.2f}  aesthetic {scores.get('aesthetic', nan):.2f}{named}")
     if best.image:
         print(f"image:         {Path(result.run_dir) / best.image}")
     print(f"prompt:        {best.prompt}")

@@ -18,6 +18,7 @@ from ..config import DEFAULT_VISION_API_URL
 from ..errors import InvalidParameter, ScoringFailed
 from ..services.protocol import answer_detail, encode_image, is_8bit, json_answer, send_when_free  # noqa: F401  (is_8bit: part of this module's API)
 from .scorer import ImageScore, caption_images, caption_prompt_for
+from .specs import DEFAULT_SCORER, is_default, parse_scorer_specs
 
 START_HINT = ("start it with `python -m pipeline.services.vision --port 8002` (LOCAL_VISION_API_URL or "
               "--vision-url say where it listens)")
@@ -28,7 +29,7 @@ class RemoteScorer:
     `release`."""
 
     def __init__(self, base_url: str = DEFAULT_VISION_API_URL, timeout: float = 120, health_timeout: float = 10,
-                 caption_client=None):
+                 caption_client=None, scorers: Optional[Sequence[str]] = None):
         if not base_url or not str(base_url).startswith(("http://", "https://")):
             raise InvalidParameter("LOCAL_VISION_API_URL", f"must be an http(s) URL, got {base_url!r}")
         if timeout <= 0:
@@ -36,6 +37,9 @@ class RemoteScorer:
         self.base_url = str(base_url).rstrip("/")
         self.timeout, self.health_timeout = float(timeout), float(health_timeout)
         self.caption_client = caption_client
+        # The scorers the total ranks by (specs.py); the service must have been started with them.
+        self.specs = parse_scorer_specs(scorers)
+        self.ranked_by = () if is_default(self.specs) else tuple(spec.name for spec in self.specs)
         self.after_use = "keep"          # the service manages its own memory
         self._service: Optional[dict] = None
         self._http = requests.Session()
@@ -54,6 +58,9 @@ class RemoteScorer:
         if response.status_code == 404 and path == "/score":
             raise ScoringFailed(f"the service at {self.base_url} has no POST /score (is it this project's vision "
                                 "service, and a recent one?)")
+        if response.status_code == 422 and answer_detail(response).startswith("scorers: "):
+            raise InvalidParameter("scorer", f"the vision service at {self.base_url} answered: "
+                                             f"{answer_detail(response)[len('scorers: '):]}")
         if response.status_code == 422:
             raise InvalidParameter("images", f"rejected by the vision service at {self.base_url}: "
                                              f"{answer_detail(response)}")
@@ -75,6 +82,8 @@ class RemoteScorer:
             raise InvalidParameter("captions", "no vision LLM is configured for captions (caption_client)")
         body = {"images": [encode_image(image) for image in flat]}
         body.update({"prompt": texts[0].strip()} if len(texts) == 1 else {"prompts": [t.strip() for t in texts]})
+        if self.ranked_by:
+            body["scorers"] = [str(spec) for spec in self.specs]
         answer = self._call("POST", "/score", self.timeout, json=body)
         rows = answer.get("scores")
         if not isinstance(rows, list) or len(rows) != len(flat):
@@ -85,7 +94,12 @@ class RemoteScorer:
         notes: list[Optional[str]] = [None] * len(flat)
         if captions:
             notes = caption_images(self.caption_client, flat, caption_prompt_for(texts[0]))
-        return [ImageScore(alignment=float(row["alignment"]), aesthetic=float(row["aesthetic"]), caption=note)
+        names = [name for name in self.ranked_by if name != DEFAULT_SCORER]
+        if any(name not in row for row in rows for name in names):
+            raise ScoringFailed(f"vision service at {self.base_url} gave no {', '.join(names)} scores; start it with "
+                                + " ".join(f"--scorer {spec}" for spec in self.specs if spec.name in names))
+        return [ImageScore(alignment=float(row["alignment"]), aesthetic=float(row["aesthetic"]), caption=note,
+                           named={name: float(row[name]) for name in names}, ranked_by=self.ranked_by)
                 for row, note in zip(rows, notes)]
 
     def analyze(self, image, prompt: str) -> dict:
@@ -105,7 +119,8 @@ class RemoteScorer:
         return True
 
     def describe(self) -> dict:
-        info = {"backend": "remote-vision", "url": self.base_url, "captions": self.caption_client is not None}
+        info = {"backend": "remote-vision", "url": self.base_url, "captions": self.caption_client is not None,
+                "scorers": [str(spec) for spec in self.specs]}
         service = (self._service or {}).get("scorer")
         if isinstance(service, dict):
             info.update({key: service[key] for key in ("clip_model", "aesthetic_model", "aesthetic_kind", "device",

@@ -13,7 +13,7 @@ import base64
 import gc
 import io
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -27,6 +27,7 @@ from .aesthetic import SiglipV25Predictor, check_head_fits, is_v25, load_laion_h
 from .clip import (_PRECISION, TensorPreprocess, check_values, configured_embed_dim, image_groups,  # noqa: F401
                    load_clip, parse_clip_id, resolve_device, resolve_dtype)
 from .sources import resolve_clip
+from .specs import combined_total
 
 DEFAULT_ALPHA = 0.7
 AFTER_USE = ("keep", "offload", "unload")
@@ -37,12 +38,17 @@ class ImageScore:
     alignment: float                   # 100 * max(cos(image, text), 0), 0..100
     aesthetic: float                   # LAION predictor, about 1..10
     caption: Optional[str] = None      # optional VLM caption/critique for the critique step
+    named: dict = field(default_factory=dict)    # other scorers' scores by name: {"pickscore": 21.3, "hpsv2": 0.27}
+    ranked_by: tuple = ()              # the scorers the total combines (specs.combined_total); () = the seed's total
 
     def total(self, alpha: float = DEFAULT_ALPHA) -> float:
-        return total_score(self.alignment, self.aesthetic, alpha)
+        seed_total = total_score(self.alignment, self.aesthetic, alpha)
+        if not self.ranked_by:
+            return seed_total
+        return combined_total({"clip": seed_total, **self.named}, self.ranked_by)
 
     def as_dict(self, alpha: float = DEFAULT_ALPHA) -> dict:
-        return {"alignment": self.alignment, "aesthetic": self.aesthetic, "total": self.total(alpha)}
+        return {"alignment": self.alignment, "aesthetic": self.aesthetic, **self.named, "total": self.total(alpha)}
 
 
 def total_score(alignment: float, aesthetic: float, alpha: float = DEFAULT_ALPHA) -> float:
@@ -96,7 +102,7 @@ class Scorer:
         in `caption_client` when `captions` is true."""
         groups = image_groups(images)
         count = sum(len(group) for group in groups)
-        texts = _check_texts(text, count)
+        texts = check_texts(text, count)
         if captions and self.caption_client is None:
             raise InvalidParameter("captions", "no vision LLM is configured for captions (caption_client)")
         with self._lock:
@@ -218,7 +224,8 @@ def _check_after_use(value: str) -> str:
     return value
 
 
-def _check_texts(text: Union[str, Sequence[str]], count: int) -> list[str]:
+def check_texts(text: Union[str, Sequence[str]], count: int) -> list[str]:
+    """One prompt for all images or one per image, none empty -> the prompts, stripped."""
     texts = [text] if isinstance(text, str) else list(text or [])
     if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
         raise InvalidParameter("text", "the prompt to score against is empty")

@@ -1,12 +1,14 @@
 """The seed's local vision service, served by the CLIP + aesthetic scorer.
 
     python -m pipeline.services.vision --host 127.0.0.1 --port 8002 [--clip ID] [--aesthetic PATH|v2.5]
-        [--aesthetic-dir DIR] [--device auto|cuda|cpu] [--dtype auto|fp16|bf16|fp32] [--allow-dir DIR ...]
-        [--queue-depth N] [--critic-model NAME [--ollama-url URL]]
+        [--aesthetic-dir DIR] [--scorer pickscore[=SOURCE]] [--scorer hpsv2[=FILE] [--hps-arch ARCH]]
+        [--device auto|cuda|cpu] [--dtype auto|fp16|bf16|fp32] [--allow-dir DIR ...] [--queue-depth N]
+        [--critic-model NAME [--ollama-url URL]]
 
 POST /analyze {imagePath | imageUrl, prompt} -> {alignmentScore, aestheticScore, analysis, strengths, weaknesses};
-POST /score {images: [PNG base64 | {png} | {f32, shape}], prompt | prompts} -> {scores: [{alignment, aesthetic}]}
-(a batch in one CLIP forward, for pipeline.scoring.remote.RemoteScorer);
+POST /score {images: [PNG base64 | {png} | {f32, shape}], prompt | prompts, scorers?: [SPEC]} -> {scores:
+[{alignment, aesthetic, pickscore?, hpsv2?}]} (a batch in one pass of each model, for RemoteScorer; `scorers`
+names what the client ranks by, refused with 422 unless the service was started with those --scorer);
 GET /health -> {status, device, models, model_loaded, scorer, queue}; POST /load and POST /unload move the weights.
 
 File access is confined: `imagePath` is read only inside the --allow-dir folders (default: ./output, where the
@@ -46,6 +48,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import InvalidParameter, PromptBeamError
 from ..llm.client import OllamaError
+from ..scoring.scorer_set import check_served
 from .confine import AllowedRoots, OutsideRoots
 from .load import Busy, RenderQueue
 from .vision_batch import ScoreBody, decode_images
@@ -128,8 +131,13 @@ def create_app(scorer, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT
     @app.post("/score")
     async def score(body: ScoreBody) -> dict:
         images, texts = decode_images(body, MAX_DOWNLOAD_BYTES)
+        if body.scorers:
+            try:
+                check_served(scorer, body.scorers)
+            except InvalidParameter as exc:
+                raise HTTPException(422, str(exc)) from None
         scores = await in_turn(lambda: scorer.score(images, texts))
-        return {"scores": [{"alignment": s.alignment, "aesthetic": s.aesthetic} for s in scores],
+        return {"scores": [{"alignment": s.alignment, "aesthetic": s.aesthetic, **s.named} for s in scores],
                 "scorer": scorer.describe()}
 
     @app.post("/load")
@@ -274,6 +282,11 @@ def parse_args(argv=None, env=None) -> argparse.Namespace:
                              "(default: AESTHETIC_MODEL, else LAION's head, downloaded once)")
     parser.add_argument("--aesthetic-dir", default=None,
                         help=f"folder for aesthetic heads (default: {default_aesthetic_dir()})")
+    parser.add_argument("--scorer", action="append", metavar="SPEC",
+                        help="also score with pickscore[=SOURCE] or hpsv2[=FILE] (repeatable), for clients that rank "
+                             "by them (search --vision-url URL --scorer SPEC); CLIP + aesthetic always run")
+    parser.add_argument("--hps-arch", dest="hps_arch", metavar="ARCH",
+                        help="open_clip architecture of the hpsv2 weights (default ViT-H-14)")
     parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
     parser.add_argument("--dtype", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp16, bf16 or fp32")
     parser.add_argument("--allow-dir", dest="allow_dirs", action="append", default=None, metavar="DIR",
@@ -321,21 +334,19 @@ def main(argv=None) -> int:
     import uvicorn
 
     from ..scoring.scorer import load_scorer
+    from ..scoring.scorer_set import with_rewards
+    from ..scoring.sources import check_scorers
 
     try:
         args = parse_args(argv)
-        # The critic is checked first: a wrong model name fails in a second, not after the CLIP load.
-        critic = start_critic(args.ollama_url, args.critic_model) if args.critic_model else None
-        scorer = load_scorer(args.clip, aesthetic_model=args.aesthetic, device=args.device, dtype=args.dtype,
-                             aesthetic_dirs=[args.aesthetic_dir] if args.aesthetic_dir else ())
-    except OllamaError as exc:
-        print(f"error: {ollama_failure(exc, args.critic_model, '--critic-model')[1]}", file=sys.stderr)
-        return 1
+from ..llm.client import OllamaError
+from ..scoring.scorer_set import check_served
     except PromptBeamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidParameter) else 1
     info = scorer.describe()
-    print(f"Vision service: {info['clip_model']} + {info['aesthetic_model']} on {info['device']} "
+    rewards = "".join(f" + {name}" for name in info.get("rewards") or ())
+    print(f"Vision service: {info['clip_model']} + {info['aesthetic_model']}{rewards} on {info['device']} "
           f"at http://{args.host}:{args.port}", flush=True)
     if critic is not None:
         print(f"Vision service: critic {args.critic_model} through Ollama at {critic.client.base_url}", flush=True)

@@ -29,6 +29,7 @@ class ScoreBody(BaseModel):
     images: list[Union[str, RawImage]] = Field(min_length=1, max_length=MAX_IMAGES)
     prompt: Optional[str] = None
     prompts: Optional[list[str]] = None
+    scorers: Optional[list[str]] = None     # the specs the client ranks by; the service must score with them
 
 
 def decode_images(body: ScoreBody, max_bytes: int) -> tuple[list[torch.Tensor], Union[str, list[str]]]:

@@ -185,3 +185,25 @@ def test_vision_llm_captions(nodes, scorer, fake_ollama):
         with Image.open(io.BytesIO(base64.b64decode(message["images"][0]))) as sent:
             assert sent.format == "PNG" and max(sent.size) == 512 and sent.getpixel((3, 3)) == colour
         assert entry["caption"] and isinstance(entry["caption"], str)
+
+
+def test_loader_scorers_input_ranks_the_total_by_pickscore(nodes, tiny_clip_dir, head_in_folder, tiny_pickscore_dir,
+                                                           scorer):
+    mappings, module = nodes
+    assert mappings["PromptBeamScorerLoader"].INPUT_TYPES()["optional"]["scorers"][0] == "STRING"
+    loader = mappings["PromptBeamScorerLoader"]()
+    ranked = loader.load(f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu",
+                         scorers=f"pickscore={tiny_pickscore_dir}")[0]
+    assert ranked is not scorer and ranked.ranked_by == ("pickscore",) and len(module._SCORERS) == 2
+    images = solid_batch()
+    out = mappings["PromptBeamScore"]().score(ranked, images, "a red fox")
+    alignment, _, scores_json = out["result"]
+    entries = json.loads(scores_json)["images"]
+    assert alignment == pytest.approx([s.alignment for s in scorer.score(images, "a red fox")])
+    assert [e["total"] for e in entries] == pytest.approx([e["pickscore"] for e in entries])
+    # The same verdict as `search --scorer` and `doctor --scorer`, from the scoring part's resolver.
+    sources = sys.modules[f"{PACK_MODULE}.pipeline.scoring.sources"]
+    for spec in ("imagereward", f"pickscore={tiny_pickscore_dir}/nothing"):
+        with pytest.raises(InvalidParameter) as refused:
+            loader.load(f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu", scorers=spec)
+        assert str(refused.value) == "scorers: " + sources.resolve_scorer(spec).message()
