@@ -9,9 +9,7 @@ CLIP forward; `Scorer.analyze` answers in the seed's vision-provider shape.
 """
 from __future__ import annotations
 
-import base64
 import gc
-import io
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
@@ -21,7 +19,7 @@ import torch.nn.functional as F
 
 from ..config import DEFAULT_CLIP_MODEL
 from ..errors import InvalidParameter, ScoringFailed
-from ..images import tensor_to_pil
+from ..images import png_base64
 from .aesthetic import SiglipV25Predictor, check_head_fits, is_v25, load_laion_head, resolve_aesthetic_path
 # CLIP loading and batch preprocessing live in clip.py; their public names stay importable from here.
 from .clip import (_PRECISION, TensorPreprocess, check_values, configured_embed_dim, image_groups,  # noqa: F401
@@ -301,16 +299,6 @@ def caption_images(client, images, prompt: str = CAPTION_PROMPT, max_side: int =
             raise ScoringFailed(f"the vision model returned an empty caption for image {index}")
         captions.append(text)
     return captions
-
-
-def png_base64(image: torch.Tensor, max_side: int = 512) -> str:
-    """[H, W, 3] -> base64 PNG, shrunk so the longer side is at most `max_side` (vision models tile large images)."""
-    picture = tensor_to_pil(image)
-    if max(picture.size) > max_side:
-        picture.thumbnail((max_side, max_side))
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 # ---------------------------------------------------------------------------------------------------------------
