@@ -144,12 +144,17 @@ def _resume_plan(args: argparse.Namespace, env: Settings) -> EvalPlan:
 
 def run(args: argparse.Namespace) -> int:
     plan = plan_eval(args)
-    ops, generator, scorer = search.load_components(plan.search)
     from ..evaluation.judges import build_judges
     from ..evaluation.record import EvalRecord
 
-    judges = build_judges(plan.judges, plan.search.settings, plan.search.config.alpha, clip_scorer=scorer,
-                          say=search.say)
+    settings, alpha = plan.search.settings, plan.search.config.alpha
+    # Vision-model judges first: one whose model is missing fails in a second, before Flux loads.
+    pairwise = build_judges([j for j in plan.judges if j.kind == "vlm"], settings, alpha, say=search.say)
+    ops, generator, scorer = search.load_components(plan.search)
+    scoring = build_judges([j for j in plan.judges if j.kind != "vlm"], settings, alpha, clip_scorer=scorer,
+                           say=search.say)
+    by_name = {judge.name: judge for judge in pairwise + scoring}
+    judges = [by_name[spec.name] for spec in plan.judges]
     record = plan.record
     if record is None:      # written only now: a backend that does not answer leaves no empty eval folder behind
         record = EvalRecord.create(plan.new["out_root"], plan.new["settings"], [j.describe() for j in judges],
