@@ -251,7 +251,7 @@ def test_api_check_reports_each_problem_by_input_name(definitions, mappings):
 
 
 def test_api_check_runs_the_nodes_own_validation(definitions, mappings):
-    # With the LoRA Stack un-bypassed and pointing at a file that is not there, the node's VALIDATE_INPUTS answers
+    # With the LoRA Stack un-bypassed and pointing at a file that is not there, the node's validate_inputs answers
     # (as it would in ComfyUI) instead of the generic list check.
     prompt = copy.deepcopy(api("beam_search_flux"))
     prompt["5"] = {"class_type": "PromptBeamLoraStack",
@@ -259,7 +259,7 @@ def test_api_check_runs_the_nodes_own_validation(definitions, mappings):
     api_node(prompt, "PromptBeamFluxGenerator")["inputs"]["loras"] = ["5", 0]
     problems = wc.check_api(prompt, definitions, mappings, MODEL_FILES)
     assert len(problems) == 1
-    assert re.search(r"node 5 \(PromptBeamLoraStack\): VALIDATE_INPUTS says .*LoRA 'missing_lora.safetensors' "
+    assert re.search(r"node 5 \(PromptBeamLoraStack\): its own validation says .*LoRA 'missing_lora.safetensors' "
                      r"was not found", problems[0])
     prompt["5"]["inputs"]["lora_name"] = LORA_PLACEHOLDER
     assert wc.check_api(prompt, definitions, mappings, MODEL_FILES) == []

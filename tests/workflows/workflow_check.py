@@ -1,7 +1,7 @@
 """Structural checks of ComfyUI workflow files, UI (graph editor) format and API (/prompt) format, without ComfyUI.
 
 Node definitions use the shape of ComfyUI's `/object_info` entries (`input`, `input_order`, `output`,
-`output_name`, `output_is_list`, `output_node`): the pack's nodes are described from their own INPUT_TYPES exactly
+`output_name`, `output_is_list`, `output_node`): the pack's nodes are described from their own schema exactly
 as ComfyUI's server does it, and the few core nodes the shipped workflows use are described by CORE_NODES, a
 hand-written table (ComfyUI 0.3.64) that the real-ComfyUI integration test compares with the server's
 /object_info so that it cannot drift.
@@ -77,7 +77,10 @@ UPLOAD_VALUE = "image"
 
 
 def node_info(node_class) -> dict:
-    """A V1 node class described the way ComfyUI's GET /object_info does (server.py node_info)."""
+    """A node class described the way ComfyUI's GET /object_info does (server.py node_info): a V3 node by its
+    schema (GET_NODE_INFO_V1), a V1 node from its class attributes."""
+    if hasattr(node_class, "GET_NODE_INFO_V1"):
+        return node_class.GET_NODE_INFO_V1()
     inputs = node_class.INPUT_TYPES()
     outputs = list(node_class.RETURN_TYPES)
     return {
@@ -332,8 +335,8 @@ def _check_ui_link(link: list, nodes: dict, definitions: dict) -> list:
 def check_api(prompt: dict, definitions: dict, node_class_mappings: dict = None, files: dict = None) -> list:
     """An API workflow as POST /prompt takes it, checked the way ComfyUI's validate_inputs does.
 
-    With node_class_mappings, a node's own VALIDATE_INPUTS is consulted for its constant inputs, and the inputs it
-    names skip the built-in range and combo checks, as in ComfyUI.
+    With node_class_mappings, a node's own validation (V3 validate_inputs, V1 VALIDATE_INPUTS) is consulted for its
+    constant inputs, and the inputs it names skip the built-in range and combo checks, as in ComfyUI.
     """
     problems = []
     if not isinstance(prompt, dict) or not prompt:
@@ -371,18 +374,25 @@ def check_api(prompt: dict, definitions: dict, node_class_mappings: dict = None,
         if validate is not None:
             result = validate(**arguments)
             if result is not True:
-                problems.append(f"{where}: VALIDATE_INPUTS says {result!r}")
+                problems.append(f"{where}: its own validation says {result!r}")
     if not has_output:
         problems.append("prompt: no output node")
     return problems
 
 
 def _own_validation(node_class_mappings, class_type):
-    """(input names VALIDATE_INPUTS takes, whether it takes **kwargs, the function) for a pack node, else none.
+    """(input names the node's own validation takes, whether it takes **kwargs, the function) for a pack node, else
+    none. A V3 node's validate_inputs counts only when the node overrides io.ComfyNode's placeholder, as ComfyUI's
+    first_real_override decides; a V1 node's is VALIDATE_INPUTS.
 
     As in ComfyUI, the inputs it names are passed to it (linked ones as None) and skip the built-in checks."""
     cls = (node_class_mappings or {}).get(class_type)
-    function = getattr(cls, "VALIDATE_INPUTS", None) if cls is not None else None
+    if cls is None:
+        return (), False, None
+    function = getattr(cls, "VALIDATE_INPUTS", None)
+    if hasattr(cls, "GET_SCHEMA"):
+        overrides = [klass for klass in cls.__mro__ if "validate_inputs" in klass.__dict__]
+        function = cls.validate_inputs if overrides and overrides[0].__name__ != "ComfyNode" else None
     if function is None:
         return (), False, None
     spec = inspect.getfullargspec(function)
