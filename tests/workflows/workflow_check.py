@@ -20,6 +20,12 @@ class Files:
     folder: str
 
 
+# KSampler's sampler and scheduler lists in ComfyUI 0.3.64: the Prompt Beam Flux Generator offers exactly these
+# (comfy.samplers.KSampler.SAMPLERS / SCHEDULERS), as recorded from a real server in tests/fixtures.
+KSAMPLER_LISTS = {name: spec for name, spec in json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "object_info_v1.json").read_text())["PromptBeamFluxGenerator"]["input"][
+    "required"].items() if name in ("sampler_name", "scheduler")}
+
 # ComfyUI 0.3.64 core nodes used by the shipped workflows (GET /object_info/<name>, hidden inputs left out).
 CORE_NODES = {
     "UNETLoader": {
@@ -56,6 +62,43 @@ CORE_NODES = {
     "PreviewAny": {
         "input": {"required": {"source": ["*", {}]}},
         "output": [], "output_name": [], "output_is_list": [], "output_node": True},
+    # beam_then_upscale: the winner re-rendered at 2x (img2img) with the standard Flux chain
+    "ImageScaleBy": {
+        "input": {"required": {
+            "image": ["IMAGE"],
+            "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]],
+            "scale_by": ["FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01}]}},
+        "output": ["IMAGE"], "output_name": ["IMAGE"], "output_is_list": [False], "output_node": False},
+    "VAEEncode": {
+        "input": {"required": {"pixels": ["IMAGE"], "vae": ["VAE"]}},
+        "output": ["LATENT"], "output_name": ["LATENT"], "output_is_list": [False], "output_node": False},
+    "CLIPTextEncode": {
+        "input": {"required": {"text": ["STRING", {"multiline": True, "dynamicPrompts": True}], "clip": ["CLIP"]}},
+        "output": ["CONDITIONING"], "output_name": ["CONDITIONING"], "output_is_list": [False],
+        "output_node": False},
+    "FluxGuidance": {
+        "input": {"required": {"conditioning": ["CONDITIONING"],
+                               "guidance": ["FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1}]}},
+        "output": ["CONDITIONING"], "output_name": ["CONDITIONING"], "output_is_list": [False],
+        "output_node": False},
+    "ConditioningZeroOut": {
+        "input": {"required": {"conditioning": ["CONDITIONING"]}},
+        "output": ["CONDITIONING"], "output_name": ["CONDITIONING"], "output_is_list": [False],
+        "output_node": False},
+    "KSampler": {
+        "input": {"required": {
+            "model": ["MODEL"],
+            "seed": ["INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}],
+            "steps": ["INT", {"default": 20, "min": 1, "max": 10000}],
+            "cfg": ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}],
+            "sampler_name": [KSAMPLER_LISTS["sampler_name"][0]],
+            "scheduler": [KSAMPLER_LISTS["scheduler"][0]],
+            "positive": ["CONDITIONING"], "negative": ["CONDITIONING"], "latent_image": ["LATENT"],
+            "denoise": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}]}},
+        "output": ["LATENT"], "output_name": ["LATENT"], "output_is_list": [False], "output_node": False},
+    "VAEDecode": {
+        "input": {"required": {"samples": ["LATENT"], "vae": ["VAE"]}},
+        "output": ["IMAGE"], "output_name": ["IMAGE"], "output_is_list": [False], "output_node": False},
 }
 
 # Nodes that exist only in the graph editor: saved in UI files, never sent to the server.
