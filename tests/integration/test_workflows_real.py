@@ -120,7 +120,7 @@ def test_core_node_table_matches_object_info(comfy_server):
 
 
 def test_pack_definitions_seen_offline_match_the_server(comfy_server):
-    """The CI checks read INPUT_TYPES under the fake ComfyUI modules; the real server must agree on every input's
+    """The CI checks read the nodes' schema under the fake ComfyUI modules; the real server must agree on every input's
     name, place and type, on ranges and widget options, and accept every combo value the fake offers."""
     info = comfy_server.object_info()
     for name, cls in load_pack().NODE_CLASS_MAPPINGS.items():
