@@ -203,7 +203,8 @@ def test_beam_then_upscale_runs_from_the_template_browser(comfy_server, here, br
         editor = editor_module.Editor(context, comfy_server.url)
         opened = editor.page.evaluate("""async (pack) => {
             const sleep = (ms) => new Promise(r => setTimeout(r, ms));
-            const until = async (find) => { for (let i = 0; i < 100; i++) { const f = find(); if (f) return f;
+            // The dialog fetches the template lists and thumbnails when it opens: slow on a busy machine.
+            const until = async (find) => { for (let i = 0; i < 300; i++) { const f = find(); if (f) return f;
                 await sleep(100); } throw new Error("not found: " + find); };
             (await until(() => Array.from(document.querySelectorAll("button"))
                 .find(b => b.textContent.trim() === "Templates"))).click();
