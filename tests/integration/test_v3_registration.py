@@ -39,7 +39,6 @@ def object_info(comfy_server):
 
 def test_object_info_keeps_every_v1_input_and_output(object_info):
     assert oi.compare(oi.load_v1(), ours(object_info)) == []
-    assert sorted(ours(object_info)) == sorted(oi.load_v1())
     search = object_info["PromptBeamSearch"]
     assert search["output"][4:] == ["INT"] and search["output_name"][4:] == ["best_seed"]
     # The server built the listing from the V3 schema: a V1 class lists its hidden inputs as bare strings.

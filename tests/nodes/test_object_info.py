@@ -19,8 +19,11 @@ def test_every_v1_node_input_and_output_is_kept(current):
     assert oi.compare(oi.load_v1(), current, machine_lists=True, python_module=False) == []
 
 
-def test_the_pack_still_has_exactly_the_fifteen_contract_nodes(current):
-    assert sorted(current) == sorted(oi.load_v1())
+def test_nodes_added_since_keep_the_packs_names(current):
+    # compare() reports a V1 node that is gone; a new one is fine, named like the others.
+    for name, info in current.items():
+        assert name.startswith("PromptBeam") and info["category"].startswith("Prompt Beam/"), name
+        assert info["display_name"].startswith("Prompt Beam "), name
 
 
 def test_best_seed_is_appended_to_the_search_outputs(current):
