@@ -7,16 +7,17 @@ cache offline); the first operation that needs Ollama reports an unreachable ser
 import json
 import logging
 
+from comfy_api.v0_0_2 import io
+
 from ..pipeline.config import DEFAULT_OLLAMA_MODEL, DEFAULT_OLLAMA_URL, Settings
 from ..pipeline.errors import InvalidParameter, PromptBeamError
 from ..pipeline.llm.client import DEFAULT_KEEP_ALIVE, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, OllamaClient
 from ..pipeline.llm.operations import DEFAULT_TEMPERATURES, MAX_EXPAND, PromptEngine
 from ..pipeline.llm.templates import DIMENSIONS, STYLES
+from .sockets import LLM, SEED_MAX, Choice
 
 log = logging.getLogger(__name__)
 CATEGORY = "Prompt Beam/LLM"
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
-LLM_TYPE = "PROMPTBEAM_LLM"
 
 
 def _ollama_defaults():
@@ -29,12 +30,13 @@ def _ollama_defaults():
         return DEFAULT_OLLAMA_URL, DEFAULT_OLLAMA_MODEL
 
 
-def _seed_input(tooltip):
-    return ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": tooltip})
+def _seed_input(tooltip, optional=False):
+    return io.Int.Input("seed", default=0, min=0, max=SEED_MAX, tooltip=tooltip, optional=optional)
 
 
 def _dimension_input():
-    return (list(DIMENSIONS), {"default": "what", "tooltip": "what = content of the picture, how = its look"})
+    return Choice("dimension", options=list(DIMENSIONS), default="what",
+                  tooltip="what = content of the picture, how = its look")
 
 
 def _engine(llm):
@@ -54,196 +56,191 @@ def _finish(llm, op, result):
     return result.value
 
 
-class PromptBeamOllama:
+class PromptBeamOllama(io.ComfyNode):
     """Connection settings for a local Ollama server -> a PROMPTBEAM_LLM (no request is made here)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
+    def define_schema(cls):
         base_url, model = _ollama_defaults()
         temps = ", ".join(f"{op} {t}" for op, t in DEFAULT_TEMPERATURES.items())
-        return {
-            "required": {
-                "base_url": ("STRING", {"default": base_url, "tooltip": "Ollama server address (OLLAMA_BASE_URL)"}),
-                "model": ("STRING", {"default": model, "tooltip": "an installed model, see `ollama list` "
-                                                                  "(OLLAMA_MODEL)"}),
-                "temperature": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 2.0, "step": 0.05,
-                                          "tooltip": f"-1 = per-operation defaults ({temps}); otherwise one "
-                                                     "temperature for every operation"}),
-                "seed": _seed_input("default Ollama seed for operations that do not pass their own"),
-                "keep_alive": ("STRING", {"default": DEFAULT_KEEP_ALIVE,
-                                          "tooltip": "how long Ollama keeps the model loaded: '5m', '1h', "
-                                                     "'0' (unload after each call), '-1' (forever)"}),
-            },
-            "optional": {
-                "timeout": ("INT", {"default": int(DEFAULT_TIMEOUT_S), "min": 5, "max": 3600,
-                                    "tooltip": "seconds to wait for one answer"}),
-                "low_vram": ("BOOLEAN", {"default": False, "tooltip": "unload the model as soon as the LLM work "
-                                                                      "is done, so Flux gets the VRAM"}),
-                "retries": ("INT", {"default": DEFAULT_RETRIES, "min": 0, "max": 10,
-                                    "tooltip": "extra attempts on connection errors and server errors"}),
-                "top_p": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                    "tooltip": "0 = the model's default"}),
-                "top_k": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip": "0 = the model's default"}),
-                "num_ctx": ("INT", {"default": 0, "min": 0, "max": 131072, "tooltip": "context length in tokens; "
-                                                                                     "0 = the model's default"}),
-                "on_bad_output": (["fallback", "error"], {"default": "fallback",
-                                                          "tooltip": "when the model's answer stays unusable after "
-                                                                     "a retry: use a rule-based value, or fail"}),
-            },
-        }
+        return io.Schema(
+            node_id="PromptBeamOllama",
+            display_name="Prompt Beam Ollama",
+            category=CATEGORY,
+            description="Ollama connection for the Prompt Beam prompt operations. Nothing is contacted until "
+                        "first use.",
+            inputs=[
+                io.String.Input("base_url", default=base_url, tooltip="Ollama server address (OLLAMA_BASE_URL)"),
+                io.String.Input("model", default=model, tooltip="an installed model, see `ollama list` "
+                                                                "(OLLAMA_MODEL)"),
+                io.Float.Input("temperature", default=-1.0, min=-1.0, max=2.0, step=0.05,
+                               tooltip=f"-1 = per-operation defaults ({temps}); otherwise one temperature for "
+                                       "every operation"),
+                _seed_input("default Ollama seed for operations that do not pass their own"),
+                io.String.Input("keep_alive", default=DEFAULT_KEEP_ALIVE,
+                                tooltip="how long Ollama keeps the model loaded: '5m', '1h', '0' (unload after "
+                                        "each call), '-1' (forever)"),
+                io.Int.Input("timeout", default=int(DEFAULT_TIMEOUT_S), min=5, max=3600, optional=True,
+                             tooltip="seconds to wait for one answer"),
+                io.Boolean.Input("low_vram", default=False, optional=True,
+                                 tooltip="unload the model as soon as the LLM work is done, so Flux gets the VRAM"),
+                io.Int.Input("retries", default=DEFAULT_RETRIES, min=0, max=10, optional=True,
+                             tooltip="extra attempts on connection errors and server errors"),
+                io.Float.Input("top_p", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="0 = the model's default"),
+                io.Int.Input("top_k", default=0, min=0, max=1000, optional=True, tooltip="0 = the model's default"),
+                io.Int.Input("num_ctx", default=0, min=0, max=131072, optional=True,
+                             tooltip="context length in tokens; 0 = the model's default"),
+                Choice("on_bad_output", options=["fallback", "error"], default="fallback", optional=True,
+                       tooltip="when the model's answer stays unusable after a retry: use a rule-based value, or "
+                               "fail"),
+            ],
+            outputs=[LLM.Output(display_name="llm")],
+        )
 
-    RETURN_TYPES = (LLM_TYPE,)
-    RETURN_NAMES = ("llm",)
-    FUNCTION = "create"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Ollama connection for the Prompt Beam prompt operations. Nothing is contacted until first use."
-
-    def create(self, base_url, model, temperature, seed, keep_alive, timeout=int(DEFAULT_TIMEOUT_S),
-               low_vram=False, retries=DEFAULT_RETRIES, top_p=0.0, top_k=0, num_ctx=0, on_bad_output="fallback"):
+    @classmethod
+    def execute(cls, base_url, model, temperature, seed, keep_alive, timeout=int(DEFAULT_TIMEOUT_S), low_vram=False,
+                retries=DEFAULT_RETRIES, top_p=0.0, top_k=0, num_ctx=0, on_bad_output="fallback"):
         if on_bad_output not in ("fallback", "error"):
             raise InvalidParameter("on_bad_output", f"must be 'fallback' or 'error', got {on_bad_output!r}")
         client = OllamaClient(base_url, model, timeout=timeout, retries=retries, keep_alive=keep_alive)
         engine = PromptEngine(client, temperature=None if temperature < 0 else temperature, seed=seed,
                               top_p=top_p or None, top_k=top_k or None, num_ctx=num_ctx or None,
                               allow_fallback=on_bad_output == "fallback", low_vram=low_vram)
-        return (engine,)
+        return io.NodeOutput(engine)
 
 
-class PromptBeamExpand:
+class PromptBeamExpand(io.ComfyNode):
     """User prompt -> N distinct WHAT (content) or HOW (style) variants, from one LLM call."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "llm": (LLM_TYPE,),
-            "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "the user's prompt"}),
-            "dimension": _dimension_input(),
-            "variants": ("INT", {"default": 4, "min": 1, "max": MAX_EXPAND}),
-            "seed": _seed_input("Ollama seed for this call"),
-        }}
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PromptBeamExpand",
+            display_name="Prompt Beam Expand",
+            category=CATEGORY,
+            description="Expand a prompt into distinct WHAT (what is in the picture) or HOW (how it looks) variants.",
+            inputs=[
+                LLM.Input("llm"),
+                io.String.Input("prompt", multiline=True, default="", tooltip="the user's prompt"),
+                _dimension_input(),
+                io.Int.Input("variants", default=4, min=1, max=MAX_EXPAND),
+                _seed_input("Ollama seed for this call"),
+            ],
+            outputs=[io.String.Output(display_name="variants", is_output_list=True)],
+        )
 
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("variants",)
-    OUTPUT_IS_LIST = (True,)
-    FUNCTION = "expand"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Expand a prompt into distinct WHAT (what is in the picture) or HOW (how it looks) variants."
-
-    def expand(self, llm, prompt, dimension, variants, seed):
+    @classmethod
+    def execute(cls, llm, prompt, dimension, variants, seed):
         llm = _engine(llm)
         result = llm.expand(prompt, dimension, variants, seed=seed)
-        return (list(_finish(llm, "expand", result)),)
+        return io.NodeOutput(list(_finish(llm, "expand", result)))
 
 
-class PromptBeamRefine:
+class PromptBeamRefine(io.ComfyNode):
     """One half + a critique -> an improved half."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "llm": (LLM_TYPE,),
-                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "the current WHAT or HOW text"}),
-                "dimension": _dimension_input(),
-                "critique": ("STRING", {"multiline": True, "default": "",
-                                        "tooltip": "a Critique node's JSON, or plain text"}),
-                "user_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "the original request"}),
-                "seed": _seed_input("Ollama seed for this call"),
-            },
-            "optional": {
-                "history": ("STRING", {"multiline": True, "default": "",
-                                       "tooltip": "JSON list of earlier edits: {dimension, before, after, "
-                                                  "score_before, score_after}"}),
-            },
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PromptBeamRefine",
+            display_name="Prompt Beam Refine",
+            category=CATEGORY,
+            description="Improve the WHAT or HOW half of a prompt following a critique and the history of earlier "
+                        "edits.",
+            inputs=[
+                LLM.Input("llm"),
+                io.String.Input("prompt", multiline=True, default="", tooltip="the current WHAT or HOW text"),
+                _dimension_input(),
+                io.String.Input("critique", multiline=True, default="",
+                                tooltip="a Critique node's JSON, or plain text"),
+                io.String.Input("user_prompt", multiline=True, default="", tooltip="the original request"),
+                _seed_input("Ollama seed for this call"),
+                io.String.Input("history", multiline=True, default="", optional=True,
+                                tooltip="JSON list of earlier edits: {dimension, before, after, score_before, "
+                                        "score_after}"),
+            ],
+            outputs=[io.String.Output(display_name="prompt")],
+        )
 
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("prompt",)
-    FUNCTION = "refine"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Improve the WHAT or HOW half of a prompt following a critique and the history of earlier edits."
-
-    def refine(self, llm, prompt, dimension, critique, user_prompt, seed, history=""):
+    @classmethod
+    def execute(cls, llm, prompt, dimension, critique, user_prompt, seed, history=""):
         llm = _engine(llm)
         result = llm.refine(prompt, dimension, parse_critique(critique), user_prompt,
                             history=parse_history(history), seed=seed)
-        return (_finish(llm, "refine", result),)
+        return io.NodeOutput(_finish(llm, "refine", result))
 
 
-class PromptBeamCombine:
+class PromptBeamCombine(io.ComfyNode):
     """WHAT + HOW -> the prompt Flux renders (LLM merge, or a deterministic template)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "llm": (LLM_TYPE,),
-                "what": ("STRING", {"multiline": True, "default": ""}),
-                "how": ("STRING", {"multiline": True, "default": ""}),
-                "descriptiveness": ("INT", {"default": 2, "min": 1, "max": 3,
-                                            "tooltip": "1 concise, 2 balanced, 3 descriptive"}),
-                "style": (list(STYLES), {"default": "natural",
-                                         "tooltip": "natural sentences (Flux) or tag hybrid (anime models)"}),
-                "seed": _seed_input("Ollama seed for this call"),
-            },
-            "optional": {
-                "mode": (["llm", "template"], {"default": "llm",
-                                               "tooltip": "template = 'WHAT. HOW.' without calling the LLM"}),
-            },
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PromptBeamCombine",
+            display_name="Prompt Beam Combine",
+            category=CATEGORY,
+            description="Merge the WHAT and HOW halves into one prompt.",
+            inputs=[
+                LLM.Input("llm"),
+                io.String.Input("what", multiline=True, default=""),
+                io.String.Input("how", multiline=True, default=""),
+                io.Int.Input("descriptiveness", default=2, min=1, max=3,
+                             tooltip="1 concise, 2 balanced, 3 descriptive"),
+                Choice("style", options=list(STYLES), default="natural",
+                       tooltip="natural sentences (Flux) or tag hybrid (anime models)"),
+                _seed_input("Ollama seed for this call"),
+                Choice("mode", options=["llm", "template"], default="llm", optional=True,
+                       tooltip="template = 'WHAT. HOW.' without calling the LLM"),
+            ],
+            outputs=[io.String.Output(display_name="prompt")],
+        )
 
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("prompt",)
-    FUNCTION = "combine"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Merge the WHAT and HOW halves into one prompt."
-
-    def combine(self, llm, what, how, descriptiveness, style, seed, mode="llm"):
+    @classmethod
+    def execute(cls, llm, what, how, descriptiveness, style, seed, mode="llm"):
         llm = _engine(llm)
         if mode == "template":
-            return (llm.combine_template(what, how, style),)
+            return io.NodeOutput(llm.combine_template(what, how, style))
         if mode != "llm":
             raise InvalidParameter("mode", f"must be 'llm' or 'template', got {mode!r}")
         result = llm.combine(what, how, descriptiveness=descriptiveness, style=style, seed=seed)
-        return (_finish(llm, "combine", result),)
+        return io.NodeOutput(_finish(llm, "combine", result))
 
 
-class PromptBeamCritique:
+class PromptBeamCritique(io.ComfyNode):
     """Scores of a rendered candidate -> JSON {critique, recommendation, reason} for the next edit."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "llm": (LLM_TYPE,),
-                "user_prompt": ("STRING", {"multiline": True, "default": ""}),
-                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "the combined prompt rendered"}),
-                "scores": ("STRING", {"multiline": True, "default": "",
-                                      "tooltip": "JSON {alignment, aesthetic} or a Score node's list"}),
-                "dimension": _dimension_input(),
-            },
-            "optional": {
-                "what": ("STRING", {"multiline": True, "default": ""}),
-                "how": ("STRING", {"multiline": True, "default": ""}),
-                "caption": ("STRING", {"multiline": True, "default": "", "tooltip": "what the image shows, "
-                                                                                    "if known"}),
-                "index": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip": "which image, when scores is "
-                                                                                 "a list"}),
-                "seed": _seed_input("Ollama seed for this call"),
-            },
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PromptBeamCritique",
+            display_name="Prompt Beam Critique",
+            category=CATEGORY,
+            description="Critique one half of a prompt from its image's scores; severity follows the scores.",
+            inputs=[
+                LLM.Input("llm"),
+                io.String.Input("user_prompt", multiline=True, default=""),
+                io.String.Input("prompt", multiline=True, default="", tooltip="the combined prompt rendered"),
+                io.String.Input("scores", multiline=True, default="",
+                                tooltip="JSON {alignment, aesthetic} or a Score node's list"),
+                _dimension_input(),
+                io.String.Input("what", multiline=True, default="", optional=True),
+                io.String.Input("how", multiline=True, default="", optional=True),
+                io.String.Input("caption", multiline=True, default="", optional=True,
+                                tooltip="what the image shows, if known"),
+                io.Int.Input("index", default=0, min=0, max=4096, optional=True,
+                             tooltip="which image, when scores is a list"),
+                _seed_input("Ollama seed for this call", optional=True),
+            ],
+            outputs=[io.String.Output(display_name="critique")],
+        )
 
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("critique",)
-    FUNCTION = "critique"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Critique one half of a prompt from its image's scores; severity follows the scores."
-
-    def critique(self, llm, user_prompt, prompt, scores, dimension, what="", how="", caption="", index=0, seed=0):
+    @classmethod
+    def execute(cls, llm, user_prompt, prompt, scores, dimension, what="", how="", caption="", index=0, seed=0):
         llm = _engine(llm)
         result = llm.critique(user_prompt, what or prompt, how or prompt, prompt, parse_scores(scores, index),
                               dimension, caption=caption or None, seed=seed)
-        return (json.dumps(_finish(llm, "critique", result), ensure_ascii=False),)
+        return io.NodeOutput(json.dumps(_finish(llm, "critique", result), ensure_ascii=False))
 
 
 # -- input parsing (STRING sockets carry JSON) ------------------------------------------------------------------------
@@ -297,17 +294,4 @@ def parse_scores(text, index=0):
     return data
 
 
-NODE_CLASS_MAPPINGS = {
-    "PromptBeamOllama": PromptBeamOllama,
-    "PromptBeamExpand": PromptBeamExpand,
-    "PromptBeamRefine": PromptBeamRefine,
-    "PromptBeamCombine": PromptBeamCombine,
-    "PromptBeamCritique": PromptBeamCritique,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "PromptBeamOllama": "Prompt Beam Ollama",
-    "PromptBeamExpand": "Prompt Beam Expand",
-    "PromptBeamRefine": "Prompt Beam Refine",
-    "PromptBeamCombine": "Prompt Beam Combine",
-    "PromptBeamCritique": "Prompt Beam Critique",
-}
+NODES = [PromptBeamOllama, PromptBeamExpand, PromptBeamRefine, PromptBeamCombine, PromptBeamCritique]

@@ -12,6 +12,7 @@ import uuid
 
 import comfy.model_management
 import folder_paths
+from comfy_api.v0_0_2 import io
 
 from ..pipeline.config import DEFAULT_CLIP_MODEL, Settings
 from ..pipeline.errors import InvalidParameter, PromptBeamError
@@ -21,10 +22,10 @@ from ..pipeline.scoring.scorer import (DEFAULT_ALPHA, caption_images, caption_pr
                                        resolve_dtype, total_score)
 from ..pipeline.scoring.scorer_set import with_rewards
 from ..pipeline.scoring.sources import check_scorers, resolve_aesthetic
+from .sockets import LLM, SCORER, Choice
 
 log = logging.getLogger(__name__)
 CATEGORY = "Prompt Beam/Scoring"
-SCORER_TYPE = "PROMPTBEAM_SCORER"
 AESTHETIC_FOLDER = "aesthetic"
 AFTER_USE = {"keep_loaded": "keep", "offload_to_cpu": "offload", "unload": "unload"}
 
@@ -92,47 +93,46 @@ def _check_scorer(scorer):
     return scorer
 
 
-class PromptBeamScorerLoader:
+class PromptBeamScorerLoader(io.ComfyNode):
     """CLIP (alignment) + aesthetic predictor in one pass -> a PROMPTBEAM_SCORER, loaded once and cached."""
 
     @classmethod
-    def INPUT_TYPES(cls):
+    def define_schema(cls):
         clip_model, aesthetic_model = _scorer_defaults()
-        return {
-            "required": {
-                "clip_model": ("STRING", {"default": clip_model, "tooltip": "open_clip id: ARCH/TAG (ViT-L-14/openai), "
-                                                                            "hf-hub:ORG/REPO or local-dir:PATH"}),
-                "aesthetic_model": ("STRING", {"default": aesthetic_model, "tooltip": (
+        return io.Schema(
+            node_id="PromptBeamScorerLoader",
+            display_name="Prompt Beam Scorer Loader",
+            category=CATEGORY,
+            description="Loads CLIP + an aesthetic predictor once (cached by settings) for the scoring and search "
+                        "nodes.",
+            inputs=[
+                io.String.Input("clip_model", default=clip_model,
+                                tooltip="open_clip id: ARCH/TAG (ViT-L-14/openai), hf-hub:ORG/REPO or local-dir:PATH"),
+                io.String.Input("aesthetic_model", default=aesthetic_model, tooltip=(
                     f"file name in models/aesthetic, or a full path, or 'v2.5' (SigLIP predictor). LAION's "
-                    f"{LAION_FILENAME} is downloaded there once if missing")}),
-                "device": (["auto", "cuda", "cpu"], {"default": "auto"}),
-            },
-            "optional": {
-                "dtype": (["auto", "fp16", "bf16", "fp32"], {"default": "auto",
-                                                              "tooltip": "auto = fp16 on CUDA, fp32 on CPU"}),
-                "after_use": (list(AFTER_USE), {"default": "keep_loaded", "tooltip": (
+                    f"{LAION_FILENAME} is downloaded there once if missing")),
+                Choice("device", options=["auto", "cuda", "cpu"], default="auto"),
+                Choice("dtype", options=["auto", "fp16", "bf16", "fp32"], default="auto", optional=True,
+                       tooltip="auto = fp16 on CUDA, fp32 on CPU"),
+                Choice("after_use", options=list(AFTER_USE), default="keep_loaded", optional=True, tooltip=(
                     "keep_loaded: stay in VRAM; offload_to_cpu: move to RAM after each scoring call (fast to bring "
-                    "back); unload: drop the weights after each call (reloaded from disk when needed)")}),
-                "scorers": ("STRING", {"default": "", "tooltip": (
+                    "back); unload: drop the weights after each call (reloaded from disk when needed)")),
+                io.String.Input("scorers", default="", optional=True, tooltip=(
                     "what the total ranks by, comma separated: empty or clip = CLIP + aesthetic; pickscore[=SOURCE] "
                     "(hub id or folder), hpsv2[=FILE] (HPS_v2.1_compressed.pt). Alignment and aesthetic are always "
-                    "given too")}),
-            },
-        }
+                    "given too")),
+            ],
+            outputs=[SCORER.Output(display_name="scorer")],
+        )
 
-    RETURN_TYPES = (SCORER_TYPE,)
-    RETURN_NAMES = ("scorer",)
-    FUNCTION = "load"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Loads CLIP + an aesthetic predictor once (cached by settings) for the scoring and search nodes."
-
-    def load(self, clip_model, aesthetic_model, device, dtype="auto", after_use="keep_loaded", scorers=""):
+    @classmethod
+    def execute(cls, clip_model, aesthetic_model, device, dtype="auto", after_use="keep_loaded", scorers=""):
         if after_use not in AFTER_USE:
             raise InvalidParameter("after_use", f"{after_use!r} is not one of {', '.join(AFTER_USE)}")
         scorer = cached_scorer(clip_model, aesthetic_model, device, dtype, scorers)
         scorer.after_use = AFTER_USE[after_use]
         scorer.release(scorer.after_use)     # honour the choice from now on, not only after the first use
-        return (scorer,)
+        return io.NodeOutput(scorer)
 
 
 def scores_report(scores, alpha, prompt, scorer_info=None):
@@ -167,35 +167,37 @@ def save_previews(images, prefix="promptbeam_score"):
     return results
 
 
-class PromptBeamScore:
+class PromptBeamScore(io.ComfyNode):
     """Scores each image of a batch against the prompt (one CLIP forward), shows them with their scores."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "scorer": (SCORER_TYPE,),
-                "images": ("IMAGE",),
-                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": (
-                    "the text to score against, usually the user's short prompt (CLIP reads its first 77 tokens)")}),
-            },
-            "optional": {
-                "alpha": ("FLOAT", {"default": DEFAULT_ALPHA, "min": 0.0, "max": 1.0, "step": 0.01,
-                                    "tooltip": "total = alpha*alignment + (1-alpha)*10*aesthetic"}),
-                "vision_llm": ("PROMPTBEAM_LLM", {"tooltip": "optional Ollama vision model (llava, qwen2.5vl) that "
-                                                             "adds a short caption/critique per image"}),
-            },
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PromptBeamScore",
+            display_name="Prompt Beam Score",
+            category=CATEGORY,
+            description="CLIP alignment (0-100) and aesthetic (about 1-10) per image, plus a JSON with totals and "
+                        "the best.",
+            inputs=[
+                SCORER.Input("scorer"),
+                io.Image.Input("images"),
+                io.String.Input("prompt", multiline=True, default="", tooltip=(
+                    "the text to score against, usually the user's short prompt (CLIP reads its first 77 tokens)")),
+                io.Float.Input("alpha", default=DEFAULT_ALPHA, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="total = alpha*alignment + (1-alpha)*10*aesthetic"),
+                LLM.Input("vision_llm", optional=True, tooltip="optional Ollama vision model (llava, qwen2.5vl) that "
+                                                               "adds a short caption/critique per image"),
+            ],
+            outputs=[
+                io.Float.Output(display_name="alignment", is_output_list=True),
+                io.Float.Output(display_name="aesthetic", is_output_list=True),
+                io.String.Output(display_name="scores"),
+            ],
+            is_output_node=True,
+        )
 
-    RETURN_TYPES = ("FLOAT", "FLOAT", "STRING")
-    RETURN_NAMES = ("alignment", "aesthetic", "scores")
-    OUTPUT_IS_LIST = (True, True, False)
-    OUTPUT_NODE = True
-    FUNCTION = "score"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "CLIP alignment (0-100) and aesthetic (about 1-10) per image, plus a JSON with totals and the best."
-
-    def score(self, scorer, images, prompt, alpha=DEFAULT_ALPHA, vision_llm=None):
+    @classmethod
+    def execute(cls, scorer, images, prompt, alpha=DEFAULT_ALPHA, vision_llm=None):
         scorer = _check_scorer(scorer)
         if not 0.0 <= float(alpha) <= 1.0:
             raise InvalidParameter("alpha", f"must be between 0 and 1, got {alpha}")
@@ -211,9 +213,9 @@ class PromptBeamScore:
         lines = [f"#{e['index']}: alignment {e['alignment']:.2f}  aesthetic {e['aesthetic']:.2f}  "
                  f"total {e['total']:.2f}" + ("  (best)" if e["index"] == report["best"] else "")
                  for e in report["images"]]
-        return {"ui": {"images": save_previews(batch), "text": ["\n".join(lines)]},
-                "result": ([s.alignment for s in scores], [s.aesthetic for s in scores],
-                           json.dumps(report, ensure_ascii=False))}
+        return io.NodeOutput([s.alignment for s in scores], [s.aesthetic for s in scores],
+                             json.dumps(report, ensure_ascii=False),
+                             ui={"images": save_previews(batch), "text": ["\n".join(lines)]})
 
 
 def parse_totals(scores_json, count):
@@ -244,42 +246,33 @@ def parse_totals(scores_json, count):
     return totals
 
 
-class PromptBeamSelectBest:
+class PromptBeamSelectBest(io.ComfyNode):
     """Keeps the top_k images of a batch by total score, best first."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "images": ("IMAGE",),
-                "scores": ("STRING", {"forceInput": True, "tooltip": "the scores output of a Score node"}),
-                "top_k": ("INT", {"default": 1, "min": 1, "max": 4096,
-                                  "tooltip": "how many to keep (more than the batch keeps them all, sorted)"}),
-            },
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PromptBeamSelectBest",
+            display_name="Prompt Beam Select Best",
+            category=CATEGORY,
+            description="The top_k images by total score (ties keep batch order) and their indices as a JSON list.",
+            inputs=[
+                io.Image.Input("images"),
+                io.String.Input("scores", force_input=True, tooltip="the scores output of a Score node"),
+                io.Int.Input("top_k", default=1, min=1, max=4096,
+                             tooltip="how many to keep (more than the batch keeps them all, sorted)"),
+            ],
+            outputs=[io.Image.Output(display_name="images"), io.String.Output(display_name="indices")],
+        )
 
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("images", "indices")
-    FUNCTION = "select"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "The top_k images by total score (ties keep batch order) and their indices as a JSON list."
-
-    def select(self, images, scores, top_k):
+    @classmethod
+    def execute(cls, images, scores, top_k):
         batch = to_batch(images)
         if int(top_k) < 1:
             raise InvalidParameter("top_k", f"must be at least 1, got {top_k}")
         totals = parse_totals(scores, batch.shape[0])
         order = sorted(range(len(totals)), key=lambda i: (-totals[i], i))[:int(top_k)]
-        return (batch[order], json.dumps(order))
+        return io.NodeOutput(batch[order], json.dumps(order))
 
 
-NODE_CLASS_MAPPINGS = {
-    "PromptBeamScorerLoader": PromptBeamScorerLoader,
-    "PromptBeamScore": PromptBeamScore,
-    "PromptBeamSelectBest": PromptBeamSelectBest,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "PromptBeamScorerLoader": "Prompt Beam Scorer Loader",
-    "PromptBeamScore": "Prompt Beam Score",
-    "PromptBeamSelectBest": "Prompt Beam Select Best",
-}
+NODES = [PromptBeamScorerLoader, PromptBeamScore, PromptBeamSelectBest]

@@ -16,16 +16,17 @@ import time
 import comfy.model_management
 import comfy.utils
 import folder_paths
+from comfy_api.v0_0_2 import io
 from server import PromptServer
 
 from ..pipeline.beam.search import BeamConfig, BeamSearch, SearchCallbacks
 from ..pipeline.errors import Interrupted, InvalidParameter
 from ..pipeline.images import tensor_to_pil
+from .sockets import GENERATOR, LLM, SCORER, SEED_MAX, Choice
 
 log = logging.getLogger(__name__)
 
 CATEGORY = "Prompt Beam/search"
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 RUNS_SUBFOLDER = "promptbeam"
 CANDIDATE_EVENT = "promptbeam.candidate"
 RUN_EVENT = "promptbeam.run"             # {node, run_id, url}: the editor shows an "open run viewer" button
@@ -133,76 +134,82 @@ class _ComfyProgress:
             self.interrupted = True
 
 
-class PromptBeamSearch:
+class PromptBeamSearch(io.ComfyNode):
+    """The whole search in one node: a prompt in, the best image (and how to make it again) out."""
+
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "prompt": ("STRING", {"multiline": True, "dynamicPrompts": False,
-                                      "tooltip": "What you want to see. The search writes the detailed prompts."}),
-                "llm": ("PROMPTBEAM_LLM", {"tooltip": "From a Prompt Beam Ollama node."}),
-                "generator": ("PROMPTBEAM_GENERATOR", {"tooltip": "From a Prompt Beam Flux Generator node; its "
-                                                                  "width, height, steps and sampler are used."}),
-                "scorer": ("PROMPTBEAM_SCORER", {"tooltip": "From a Prompt Beam Scorer Loader node."}),
-                "beam_width": ("INT", {"default": 4, "min": 1, "max": 64,
-                                       "tooltip": "N: candidates rendered per round."}),
-                "keep_top": ("INT", {"default": 2, "min": 1, "max": 64,
-                                     "tooltip": "M: survivors per round (<= beam_width); each gets N/M children."}),
-                "iterations": ("INT", {"default": 3, "min": 1, "max": 50,
-                                       "tooltip": "Rounds in total, round 0 (expansion) included."}),
-                "alpha": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 1.0, "step": 0.05,
-                                    "tooltip": "total = alpha*alignment + (1-alpha)*10*aesthetic."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                                 "tooltip": "Run seed: every image and LLM seed derives from it."}),
-            },
-            "optional": {
-                "dimension_policy": (["alternate", "adaptive"], {
-                    "default": "alternate",
-                    "tooltip": "alternate: WHAT on odd rounds, HOW on even; adaptive: each parent's weaker half."}),
-                "seed_policy": (["inherit", "fresh"], {
-                    "default": "inherit", "tooltip": "inherit: children reuse their parent's image seed."}),
-                "patience": ("INT", {"default": 0, "min": 0, "max": 50,
-                                     "tooltip": "Stop after this many rounds without a better best (0 = off)."}),
-                "target_score": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.1,
-                                           "tooltip": "Stop once the best total reaches this (0 = off)."}),
-                "time_budget_s": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 604800.0, "step": 1.0,
-                                            "tooltip": "Stop after the round during which this many seconds "
-                                                       "passed (0 = off)."}),
-                "descriptiveness": ("INT", {"default": 2, "min": 1, "max": 3,
-                                            "tooltip": "Prompt length: 1 concise, 2 balanced, 3 descriptive."}),
-                "style": (["natural", "booru"], {"default": "natural"}),
-                "combine_mode": (["llm", "template"], {
-                    "default": "llm", "tooltip": "How WHAT and HOW become one prompt: an LLM call or a template."}),
-                "use_negative": ("BOOLEAN", {"default": False, "tooltip": "Ask the LLM for a negative prompt."}),
-                "captions": ("BOOLEAN", {"default": False,
-                                         "tooltip": "Give the critique a caption of each image (if the scorer "
-                                                    "can caption)."}),
-                "low_vram": ("BOOLEAN", {"default": False,
-                                         "tooltip": "Unload the Ollama model before rendering each round."}),
-                "control_arm": ("BOOLEAN", {"default": False,
-                                            "tooltip": "Also spend the same image budget on seeds only for round "
-                                                       "0's best prompt, and report both bests."}),
-                "llm_concurrency": ("INT", {"default": 4, "min": 1, "max": 32}),
-                "score_text": ("STRING", {"default": "", "tooltip": "Text for alignment (empty = the prompt)."}),
-                "run_name": ("STRING", {"default": "", "tooltip": "Folder name prefix under output/promptbeam/."}),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PromptBeamSearch",
+            display_name="Prompt Beam Search",
+            category=CATEGORY,
+            description="Beam search over LLM-written prompts: expand into WHAT/HOW, render, score, keep the best, "
+                        "refine; the full record goes to output/promptbeam/.",
+            inputs=[
+                io.String.Input("prompt", multiline=True, dynamic_prompts=False,
+                                tooltip="What you want to see. The search writes the detailed prompts."),
+                LLM.Input("llm", tooltip="From a Prompt Beam Ollama node."),
+                GENERATOR.Input("generator", tooltip="From a Prompt Beam Flux Generator node; its width, height, "
+                                                     "steps and sampler are used."),
+                SCORER.Input("scorer", tooltip="From a Prompt Beam Scorer Loader node."),
+                io.Int.Input("beam_width", default=4, min=1, max=64, tooltip="N: candidates rendered per round."),
+                io.Int.Input("keep_top", default=2, min=1, max=64,
+                             tooltip="M: survivors per round (<= beam_width); each gets N/M children."),
+                io.Int.Input("iterations", default=3, min=1, max=50,
+                             tooltip="Rounds in total, round 0 (expansion) included."),
+                io.Float.Input("alpha", default=0.7, min=0.0, max=1.0, step=0.05,
+                               tooltip="total = alpha*alignment + (1-alpha)*10*aesthetic."),
+                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                             tooltip="Run seed: every image and LLM seed derives from it."),
+                # Optional inputs are added at the end only: a saved workflow stores widget values by position.
+                Choice("dimension_policy", options=["alternate", "adaptive"], default="alternate", optional=True,
+                       tooltip="alternate: WHAT on odd rounds, HOW on even; adaptive: each parent's weaker half."),
+                Choice("seed_policy", options=["inherit", "fresh"], default="inherit", optional=True,
+                       tooltip="inherit: children reuse their parent's image seed."),
+                io.Int.Input("patience", default=0, min=0, max=50, optional=True,
+                             tooltip="Stop after this many rounds without a better best (0 = off)."),
+                io.Float.Input("target_score", default=0.0, min=0.0, max=100.0, step=0.1, optional=True,
+                               tooltip="Stop once the best total reaches this (0 = off)."),
+                io.Float.Input("time_budget_s", default=0.0, min=0.0, max=604800.0, step=1.0, optional=True,
+                               tooltip="Stop after the round during which this many seconds passed (0 = off)."),
+                io.Int.Input("descriptiveness", default=2, min=1, max=3, optional=True,
+                             tooltip="Prompt length: 1 concise, 2 balanced, 3 descriptive."),
+                Choice("style", options=["natural", "booru"], default="natural", optional=True),
+                Choice("combine_mode", options=["llm", "template"], default="llm", optional=True,
+                       tooltip="How WHAT and HOW become one prompt: an LLM call or a template."),
+                io.Boolean.Input("use_negative", default=False, optional=True,
+                                 tooltip="Ask the LLM for a negative prompt."),
+                io.Boolean.Input("captions", default=False, optional=True,
+                                 tooltip="Give the critique a caption of each image (if the scorer can caption)."),
+                io.Boolean.Input("low_vram", default=False, optional=True,
+                                 tooltip="Unload the Ollama model before rendering each round."),
+                io.Boolean.Input("control_arm", default=False, optional=True,
+                                 tooltip="Also spend the same image budget on seeds only for round 0's best prompt, "
+                                         "and report both bests."),
+                io.Int.Input("llm_concurrency", default=4, min=1, max=32, optional=True),
+                io.String.Input("score_text", default="", optional=True,
+                                tooltip="Text for alignment (empty = the prompt)."),
+                io.String.Input("run_name", default="", optional=True,
+                                tooltip="Folder name prefix under output/promptbeam/."),
+            ],
+            # Outputs are appended, never reordered: saved graphs link them by position.
+            outputs=[
+                io.Image.Output(display_name="best_image", tooltip="The best image found."),
+                io.String.Output(display_name="best_prompt", tooltip="The prompt that made it."),
+                io.Image.Output(display_name="finalists", tooltip="The last round's survivors, best first."),
+                io.String.Output(display_name="report", tooltip="The run report (JSON), also in report.json."),
+                io.Int.Output(display_name="best_seed", tooltip=(
+                    "The seed that rendered the best image: with best_prompt and the generator's settings it "
+                    "renders the same image again (e.g. larger, or with more steps).")),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
 
-    RETURN_TYPES = ("IMAGE", "STRING", "IMAGE", "STRING")
-    RETURN_NAMES = ("best_image", "best_prompt", "finalists", "report")
-    OUTPUT_TOOLTIPS = ("The best image found.", "The prompt that made it.",
-                       "The last round's survivors, best first.", "The run report (JSON), also in report.json.")
-    FUNCTION = "search"
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("Beam search over LLM-written prompts: expand into WHAT/HOW, render, score, keep the best, "
-                   "refine; the full record goes to output/promptbeam/.")
-
-    def search(self, prompt, llm, generator, scorer, beam_width, keep_top, iterations, alpha, seed,
-               dimension_policy="alternate", seed_policy="inherit", patience=0, target_score=0.0,
-               time_budget_s=0.0, descriptiveness=2, style="natural", combine_mode="llm", use_negative=False,
-               captions=False, low_vram=False, control_arm=False, llm_concurrency=4, score_text="", run_name="",
-               unique_id=None):
+    @classmethod
+    def execute(cls, prompt, llm, generator, scorer, beam_width, keep_top, iterations, alpha, seed,
+                dimension_policy="alternate", seed_policy="inherit", patience=0, target_score=0.0, time_budget_s=0.0,
+                descriptiveness=2, style="natural", combine_mode="llm", use_negative=False, captions=False,
+                low_vram=False, control_arm=False, llm_concurrency=4, score_text="", run_name=""):
         for name, value, needed in (("llm", llm, "expand"), ("generator", generator, "generate"),
                                     ("scorer", scorer, "score")):
             if value is None or not hasattr(value, needed):
@@ -220,7 +227,7 @@ class PromptBeamSearch:
             raise InvalidParameter("prompt", "is empty: describe the image you want")
 
         run_id = run_id_for(run_name) or automatic_run_id()
-        progress = _ComfyProgress(unique_id, config.planned_images, run_id)
+        progress = _ComfyProgress(cls.hidden.unique_id, config.planned_images, run_id)
         callbacks = SearchCallbacks(on_progress=progress.on_progress, on_candidate=progress.on_candidate,
                                     should_stop=progress.should_stop)
         out_root = os.path.join(folder_paths.get_output_directory(), RUNS_SUBFOLDER)
@@ -235,8 +242,8 @@ class PromptBeamSearch:
         log.info("Prompt Beam: %s after %d rounds, best %s (total %.2f), record in %s", result.stop_reason,
                  len(result.report["iterations"]), result.best.id, result.best.total, result.run_dir)
         report = json.dumps(result.report, ensure_ascii=False)
-        return (result.best_image.unsqueeze(0), result.best.prompt, result.finalist_images, report)
+        return io.NodeOutput(result.best_image.unsqueeze(0), result.best.prompt, result.finalist_images, report,
+                             result.best.seed)
 
 
-NODE_CLASS_MAPPINGS = {"PromptBeamSearch": PromptBeamSearch}
-NODE_DISPLAY_NAME_MAPPINGS = {"PromptBeamSearch": "Prompt Beam Search"}
+NODES = [PromptBeamSearch]

@@ -15,8 +15,11 @@ import secrets
 import socket
 from urllib.parse import urlparse
 
+from comfy_api.v0_0_2 import io
+
 from ..pipeline.errors import InvalidParameter
 from ..pipeline.generation.comfy_workers import ComfyWorkerPool, parse_worker_urls
+from .sockets import GENERATOR
 
 try:
     from server import PromptServer
@@ -107,39 +110,38 @@ def refuse_own_server(urls, prompt_server) -> None:
                                                   "--port 8189 and CUDA_VISIBLE_DEVICES=1)")
 
 
-class PromptBeamComfyWorkers:
+class PromptBeamComfyWorkers(io.ComfyNode):
+    """Other ComfyUI servers + a render workflow -> a PROMPTBEAM_GENERATOR that renders on all of them."""
+
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "worker_urls": ("STRING", {"multiline": True, "default": "http://127.0.0.1:8189",
-                                           "tooltip": "Other ComfyUI servers, one per line or comma-separated. "
-                                                      "Never this one: its queue is busy with the search."}),
-                "workflow": ("STRING", {"default": "", "tooltip": "API-format render workflow file each worker runs "
-                                                                  "per candidate (Export (API)). Empty: the pack's "
-                                                                  "workflows/api/render_flux_worker.json."}),
-            },
-            "optional": {
-                "stall_timeout_s": ("FLOAT", {"default": 300.0, "min": 1.0, "max": 86400.0, "step": 1.0,
-                                              "tooltip": "Move a request to another worker when its worker shows no "
-                                                         "progress for this long."}),
-            },
-        }
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PromptBeamComfyWorkers",
+            display_name="Prompt Beam ComfyUI Workers",
+            category="Prompt Beam/generation",
+            description="Renders the search's candidates on other ComfyUI servers through their API queue, "
+                        "least-loaded first, all in parallel; size, steps and guidance come from the render workflow.",
+            inputs=[
+                io.String.Input("worker_urls", multiline=True, default="http://127.0.0.1:8189",
+                                tooltip="Other ComfyUI servers, one per line or comma-separated. Never this one: its "
+                                        "queue is busy with the search."),
+                io.String.Input("workflow", default="", tooltip="API-format render workflow file each worker runs per "
+                                                                "candidate (Export (API)). Empty: the pack's "
+                                                                "workflows/api/render_flux_worker.json."),
+                io.Float.Input("stall_timeout_s", default=300.0, min=1.0, max=86400.0, step=1.0, optional=True,
+                               tooltip="Move a request to another worker when its worker shows no progress for this "
+                                       "long."),
+            ],
+            outputs=[GENERATOR.Output(display_name="generator")],
+        )
 
-    RETURN_TYPES = ("PROMPTBEAM_GENERATOR",)
-    RETURN_NAMES = ("generator",)
-    FUNCTION = "build"
-    CATEGORY = "Prompt Beam/generation"
-    DESCRIPTION = ("Renders the search's candidates on other ComfyUI servers through their API queue, least-loaded "
-                   "first, all in parallel; size, steps and guidance come from the render workflow.")
-
-    def build(self, worker_urls, workflow, stall_timeout_s=300.0):
+    @classmethod
+    def execute(cls, worker_urls, workflow, stall_timeout_s=300.0):
         urls = parse_worker_urls(worker_urls, name="worker_urls")
         path = (workflow or "").strip() or SHIPPED_WORKFLOW
         pool = ComfyWorkerPool(urls, path, stall_timeout_s=float(stall_timeout_s))
         refuse_own_server(urls, getattr(PromptServer, "instance", None))
-        return (pool,)
+        return io.NodeOutput(pool)
 
 
-NODE_CLASS_MAPPINGS = {"PromptBeamComfyWorkers": PromptBeamComfyWorkers}
-NODE_DISPLAY_NAME_MAPPINGS = {"PromptBeamComfyWorkers": "Prompt Beam ComfyUI Workers"}
+NODES = [PromptBeamComfyWorkers]

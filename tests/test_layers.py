@@ -24,7 +24,7 @@ ALLOWED = {
     "__main__": {"cli"},                       # `python -m pipeline`
 }
 COMFY_MODULES = {"comfy", "comfy_extras", "folder_paths", "server", "nodes", "latent_preview", "node_helpers",
-                 "execution", "comfy_api", "comfy_execution"}
+                 "execution", "comfy_api", "comfy_execution", "comfyui_version"}
 
 
 def project_modules() -> dict[str, Path]:

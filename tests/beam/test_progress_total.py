@@ -114,7 +114,7 @@ def models(tiny_flux_dir, tiny_clip_dir, tiny_aesthetic_path) -> list:
 
 def test_node_progress_bar_ends_at_100_when_duplicates_are_dropped(comfy_base, fake_ollama, tiny_clip_dir,
                                                                   tiny_aesthetic_path):
-    from tests.fixtures.comfy import PACK_MODULE, load_pack
+    from tests.fixtures.comfy import PACK_MODULE, load_pack, run_node
 
     load_pack()
     import comfy.utils
@@ -122,18 +122,20 @@ def test_node_progress_bar_ends_at_100_when_duplicates_are_dropped(comfy_base, f
 
     nodes = {name: sys.modules[f"{PACK_MODULE}.nodes.{name}"]
              for name in ("search_node", "llm_nodes", "generation_nodes", "scoring_nodes")}
-    (llm,) = nodes["llm_nodes"].PromptBeamOllama().create(fake_ollama.url, "qwen2.5:7b-instruct", -1.0, 0, "5m",
-                                                          retries=0)
-    (generator,) = nodes["generation_nodes"].PromptBeamFluxGenerator().build(
-        fake_models.tiny_model(), fake_models.tiny_clip(), fake_models.tiny_vae(), width=64, height=48, steps=2,
-        guidance=3.5, sampler_name="euler", scheduler="simple")
-    (scorer,) = nodes["scoring_nodes"].PromptBeamScorerLoader().load(f"local-dir:{tiny_clip_dir}",
-                                                                     tiny_aesthetic_path, "cpu")
+    (llm,) = run_node(nodes["llm_nodes"].PromptBeamOllama, base_url=fake_ollama.url, model="qwen2.5:7b-instruct",
+                      temperature=-1.0, seed=0, keep_alive="5m", retries=0).result
+    (generator,) = run_node(
+        nodes["generation_nodes"].PromptBeamFluxGenerator, model=fake_models.tiny_model(),
+        clip=fake_models.tiny_clip(), vae=fake_models.tiny_vae(), width=64, height=48, steps=2, guidance=3.5,
+        sampler_name="euler", scheduler="simple").result
+    (scorer,) = run_node(nodes["scoring_nodes"].PromptBeamScorerLoader, clip_model=f"local-dir:{tiny_clip_dir}",
+                         aesthetic_model=tiny_aesthetic_path, device="cpu").result
     script_near_duplicate_expansions(fake_ollama, 4)
     comfy.utils.PROGRESS_UPDATES.clear()
-    _, _, _, report = nodes["search_node"].PromptBeamSearch().search(
-        "a lighthouse at dusk", llm, generator, scorer, beam_width=4, keep_top=1, iterations=2, alpha=0.7, seed=5,
-        combine_mode="template", llm_concurrency=1, unique_id="31")
+    _, _, _, report, _ = run_node(
+        nodes["search_node"].PromptBeamSearch, unique_id="31", prompt="a lighthouse at dusk", llm=llm,
+        generator=generator, scorer=scorer, beam_width=4, keep_top=1, iterations=2, alpha=0.7, seed=5,
+        combine_mode="template", llm_concurrency=1).result
     report = json.loads(report)
     assert len(report["iterations"][0]["duplicates"]) == 3
     updates = [(value, total) for value, total, _, node in comfy.utils.PROGRESS_UPDATES if node == "31"]

@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
 TEXT = "a heron standing in a misty lake at dawn"
 # workflow -> (node that takes the prompt, its input)
-PROMPT_NODES = {"beam_search_flux": ("12", "prompt"), "score_and_select": ("9", "prompt"),
-                "refine_loop_manual": ("9", "value")}
+PROMPT_NODES = {"beam_search_flux": ("12", "prompt"), "beam_then_upscale": ("12", "prompt"),
+                "score_and_select": ("9", "prompt"), "refine_loop_manual": ("9", "value")}
 
 
 def reads_prompt_from(workflow: dict, node_id: str, name: str, source: str) -> bool:
@@ -53,7 +53,7 @@ def test_the_marker_is_the_title_both_twins_ship():
     ui = json.loads((WORKFLOWS / "refine_loop_manual.json").read_text(encoding="utf-8"))
     assert node_title(api["9"]) == PROMPT_TITLE
     assert next(n for n in ui["nodes"] if n["id"] == 9).get("title") == PROMPT_TITLE
-    for name in ("beam_search_flux", "score_and_select"):            # their prompt is on the PromptBeam node
+    for name in ("beam_search_flux", "beam_then_upscale", "score_and_select"):   # the prompt is on a PromptBeam node
         workflow = load_workflow(str(WORKFLOWS / "api" / f"{name}.json"))
         assert not any(node_title(node) == PROMPT_TITLE for node in workflow.values())
 

@@ -20,18 +20,22 @@ FAKES = {
     "server": "fake_server",
     "node_helpers": "fake_node_helpers",
     "latent_preview": "fake_latent_preview",
+    "comfy_api.v0_0_2": "fake_comfy_api",
 }
+# Packages that hold the fakes above (ComfyUI's are folders; here they are empty modules).
+PACKAGES = ("comfy", "comfy_api")
 
 
 def install() -> None:
     """Make the fakes importable under ComfyUI's module names (idempotent)."""
-    if "comfy" not in sys.modules:
-        package = types.ModuleType("comfy", "fake ComfyUI `comfy` package (tests/comfy_fakes)")
-        package.__path__ = []
-        sys.modules["comfy"] = package
-    comfy = sys.modules["comfy"]
+    for name in PACKAGES:
+        if name not in sys.modules:
+            package = types.ModuleType(name, f"fake ComfyUI `{name}` package (tests/comfy_fakes)")
+            package.__path__ = []
+            sys.modules[name] = package
     for name, fake in FAKES.items():
         if name not in sys.modules:
             sys.modules[name] = importlib.import_module(f"{__name__}.{fake}")
-        if name.startswith("comfy."):
-            setattr(comfy, name.split(".", 1)[1], sys.modules[name])
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, sys.modules[name])

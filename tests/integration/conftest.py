@@ -168,23 +168,25 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
-def launch_comfy(base: Path, tiny_model_dir: Path) -> "ComfyServer":
+def launch_comfy(base: Path, tiny_model_dir: Path, pack_dir: Path = REPO, comfyui_dir: str = None) -> "ComfyServer":
     """Start a ComfyUI (CPU) in the fresh base directory `base` with this pack, the test pack and the tiny models,
-    on a free loopback port, and wait until it answers. Stop it with stop_process(server.process)."""
+    on a free loopback port, and wait until it answers. Stop it with stop_process(server.process).
+    pack_dir: what custom_nodes/comfyui-promptbeam is (default this checkout); comfyui_dir: default COMFYUI_DIR."""
+    comfyui_dir = comfyui_dir or COMFYUI_DIR
     for folder in ("custom_nodes", "models", "user", "input", "output", "temp"):
         (base / folder).mkdir()
-    (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
+    (base / "custom_nodes" / PACK_FOLDER).symlink_to(pack_dir, target_is_directory=True)
     (base / "custom_nodes" / TEST_PACK_FOLDER).symlink_to(HERE / "comfy_test_pack", target_is_directory=True)
     for folder in tiny_model_dir.iterdir():
         (base / "models" / folder.name).symlink_to(folder, target_is_directory=True)
     port = free_port()
     log_path = base / "comfyui.log"
-    command = [COMFYUI_PYTHON, os.path.join(COMFYUI_DIR, "main.py"), "--cpu", "--listen", "127.0.0.1",
+    command = [COMFYUI_PYTHON, os.path.join(comfyui_dir, "main.py"), "--cpu", "--listen", "127.0.0.1",
                "--port", str(port), "--disable-auto-launch", "--base-directory", str(base),
                "--database-url", f"sqlite:///{base}/user/comfyui.db",
                "--preview-method", "latent2rgb"]   # so sampler steps also send binary preview frames
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=COMFYUI_DIR, stdout=log_file, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, cwd=comfyui_dir, stdout=log_file, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
     server = ComfyServer(f"http://127.0.0.1:{port}", base, log_path, process)
     server.startup_s = wait_until_ready(process, server.url + "/system_stats", STARTUP_TIMEOUT_S, "ComfyUI",

@@ -140,7 +140,7 @@ def test_an_unreachable_ollama_is_shown_to_the_user(editor):
     assert _model_value(editor) == "qwen2.5:7b-instruct"
 
 
-@pytest.mark.parametrize("name", ["beam_search_flux", "refine_loop_manual", "score_and_select"])
+@pytest.mark.parametrize("name", ["beam_search_flux", "beam_then_upscale", "refine_loop_manual", "score_and_select"])
 def test_with_the_picker_loaded_the_shipped_workflows_are_unchanged(editor, name):
     """The equality checks of test_editor.py, here tied to the extension being there (they pass without it too)."""
     assert editor.page.evaluate("() => app.extensions.some(e => e.name === 'promptbeam.ollamaModels')")

@@ -53,7 +53,8 @@ CONTRACT = {
         {"prompt": "STRING", "llm": "PROMPTBEAM_LLM", "generator": "PROMPTBEAM_GENERATOR",
          "scorer": "PROMPTBEAM_SCORER", "beam_width": "INT", "keep_top": "INT", "iterations": "INT",
          "alpha": "FLOAT", "seed": "INT"},
-        [("IMAGE", "best_image"), ("STRING", "best_prompt"), ("IMAGE", "finalists"), ("STRING", "report")]),
+        [("IMAGE", "best_image"), ("STRING", "best_prompt"), ("IMAGE", "finalists"), ("STRING", "report"),
+         ("INT", "best_seed")]),
     "PromptBeamRemoteFlux": (
         {"url": "STRING", "width": "INT", "height": "INT", "steps": "INT", "guidance": "FLOAT", "scheduler": COMBO},
         [("PROMPTBEAM_GENERATOR", "generator")]),

@@ -19,7 +19,7 @@ from tests.integration.conftest import PACK_FOLDER
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
-NAMES = ["beam_search_flux", "refine_loop_manual", "score_and_select"]
+NAMES = ["beam_search_flux", "beam_then_upscale", "refine_loop_manual", "score_and_select"]
 SIZE = 64
 
 
@@ -120,7 +120,7 @@ def test_core_node_table_matches_object_info(comfy_server):
 
 
 def test_pack_definitions_seen_offline_match_the_server(comfy_server):
-    """The CI checks read INPUT_TYPES under the fake ComfyUI modules; the real server must agree on every input's
+    """The CI checks read the nodes' schema under the fake ComfyUI modules; the real server must agree on every input's
     name, place and type, on ranges and widget options, and accept every combo value the fake offers."""
     info = comfy_server.object_info()
     for name, cls in load_pack().NODE_CLASS_MAPPINGS.items():
@@ -144,7 +144,7 @@ def test_pack_definitions_seen_offline_match_the_server(comfy_server):
 
 # --- the twins on the server ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["beam_search_flux", "refine_loop_manual"])
+@pytest.mark.parametrize("name", ["beam_search_flux", "beam_then_upscale", "refine_loop_manual"])
 def test_as_shipped_only_the_missing_model_files_are_refused(comfy_server, fake_ollama, name):
     """On a machine without the Flux files the server names exactly those four inputs, nothing else."""
     graph = twin(name)
@@ -178,6 +178,85 @@ def test_beam_search_flux_twin_runs_end_to_end(comfy_server, here):
     assert best_file.parent.name == "promptbeam" and best_file.name.startswith("best_")
     assert Image.open(best_file).size == (SIZE, SIZE)
     assert len(comfy_server.images(entry, finalists)) == 1     # keep_top=1
+
+
+def test_beam_then_upscale_twin_renders_the_winner_at_twice_the_search_size(comfy_server, here):
+    graph = here("beam_then_upscale")
+    entry = comfy_server.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    report = json.loads(entry["outputs"][by_title(graph, "Report (JSON)")]["text"][0])
+    assert report["stop_reason"] == "max_iterations" and len(report["candidates"]) == 4
+    best, = comfy_server.images(entry, by_title(graph, "Best image"))
+    twice, = comfy_server.images(entry, by_title(graph, "Best image at 2×"))
+    assert twice.name.startswith("best_2x_") and Image.open(best).size == (SIZE, SIZE)
+    assert Image.open(twice).size == (2 * SIZE, 2 * SIZE)
+    pixels = np.asarray(Image.open(twice).convert("RGB"), dtype=float)
+    assert np.isfinite(pixels).all() and pixels.std() > 1.0        # a rendered picture, not a flat or empty one
+
+
+def test_beam_then_upscale_runs_from_the_template_browser(comfy_server, here, browser, editor_module):
+    """What a user does: Templates (sidebar) -> Custom Nodes -> comfyui-promptbeam -> beam_then_upscale. The editor
+    opens exactly the shipped graph; Run sends exactly the API twin, which runs here once its model files are
+    swapped for this machine's (as in the twin tests above)."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        editor = editor_module.Editor(context, comfy_server.url)
+        opened = editor.page.evaluate("""async (pack) => {
+            const sleep = (ms) => new Promise(r => setTimeout(r, ms));
+            // The dialog fetches the template lists and thumbnails when it opens: slow on a busy machine.
+            const until = async (find) => { for (let i = 0; i < 300; i++) { const f = find(); if (f) return f;
+                await sleep(100); } throw new Error("not found: " + find); };
+            (await until(() => Array.from(document.querySelectorAll("button"))
+                .find(b => b.textContent.trim() === "Templates"))).click();
+            (await until(() => Array.from(document.querySelectorAll(".p-dialog li"))
+                .find(e => e.textContent.trim() === pack))).click();
+            (await until(() => document.querySelector('[data-testid="template-workflow-beam_then_upscale"]'))).click();
+            await until(() => !document.querySelector(".p-dialog") &&
+                              app.graph._nodes.some(n => n.type === "PromptBeamSearch"));
+            return app.graph._nodes.length;
+        }""", PACK_FOLDER)
+        workflow, prompt = editor.export()
+        assert editor.errors == []
+    finally:
+        context.close()
+    assert opened == len(wc.load(WORKFLOWS / "beam_then_upscale.json")["nodes"])
+    assert workflow == wc.load(WORKFLOWS / "beam_then_upscale.json")
+    assert prompt == twin("beam_then_upscale")
+    graph = here("beam_then_upscale")                  # the same prompt, with this machine's models
+    apply_sets(graph, [f"{ids(graph, 'PromptBeamSearch')[0]}.seed=4242"])
+    entry = comfy_server.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    twice, = comfy_server.images(entry, by_title(graph, "Best image at 2×"))
+    assert Image.open(twice).size == (2 * SIZE, 2 * SIZE)
+
+
+def test_best_prompt_and_best_seed_render_the_winner_again_with_core_nodes(comfy_server, here):
+    """The search's two new-style outputs are enough to re-render its best image exactly: best_prompt -> CLIP Text
+    Encode -> FluxGuidance and best_seed -> KSampler (the generator's size, steps and sampler, denoise 1)."""
+    graph = here("beam_search_flux")
+    search, = ids(graph, "PromptBeamSearch")
+    generator = graph[ids(graph, "PromptBeamFluxGenerator")[0]]["inputs"]
+    apply_sets(graph, [f"{search}.seed=913"])          # a search no other test ran: nothing from the cache
+    graph.update({
+        "90": {"class_type": "CLIPTextEncode", "inputs": {"text": [search, 1], "clip": generator["clip"]}},
+        "91": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["90", 0], "guidance": generator["guidance"]}},
+        "92": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["90", 0]}},
+        "93": {"class_type": "EmptySD3LatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
+        "94": {"class_type": "KSampler", "inputs": {
+            "model": generator["model"], "seed": [search, 4], "steps": generator["steps"], "cfg": 1.0,
+            "sampler_name": generator["sampler_name"], "scheduler": generator["scheduler"], "positive": ["91", 0],
+            "negative": ["92", 0], "latent_image": ["93", 0], "denoise": 1.0}},
+        "95": {"class_type": "VAEDecode", "inputs": {"samples": ["94", 0], "vae": generator["vae"]}},
+        "96": {"class_type": "SaveImage", "inputs": {"images": ["95", 0], "filename_prefix": "again"}},
+    })
+    entry = comfy_server.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    best, = comfy_server.images(entry, ids(graph, "SaveImage")[0])
+    again, = comfy_server.images(entry, "96")
+    report = json.loads(entry["outputs"][by_title(graph, "Report (JSON)")]["text"][0])
+    seeds = {c["seed"] for c in report["candidates"]}
+    assert len(seeds) > 1              # the winner's seed is not just any candidate's
+    assert np.array_equal(np.asarray(Image.open(best).convert("RGB")), np.asarray(Image.open(again).convert("RGB")))
 
 
 def test_beam_search_flux_twin_with_the_lora_stack_in_use(comfy_server, here):

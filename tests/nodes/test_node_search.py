@@ -8,12 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.fixtures.comfy import PACK_MODULE, load_pack
+from tests.fixtures.comfy import PACK_MODULE, load_pack, run_node
 
 load_pack()
 import comfy.model_management  # noqa: E402  (the fake modules are importable once the pack is loaded)
 import comfy.utils  # noqa: E402
 from tests.comfy_fakes import fake_models  # noqa: E402
+from tests.comfy_fakes.fake_comfy_api_io import first_real_override  # noqa: E402
 from server import PromptServer  # noqa: E402
 
 search_node = sys.modules[f"{PACK_MODULE}.nodes.search_node"]
@@ -28,13 +29,16 @@ MODEL = "qwen2.5:7b-instruct"
 
 @pytest.fixture
 def inputs(comfy_base, fake_ollama, tiny_clip_dir, tiny_aesthetic_path):
-    (llm,) = llm_nodes.PromptBeamOllama().create(fake_ollama.url, MODEL, -1.0, 0, "5m", retries=0)
-    (generator,) = generation_nodes.PromptBeamFluxGenerator().build(
-        fake_models.tiny_model(), fake_models.tiny_clip(), fake_models.tiny_vae(), width=64, height=48, steps=2,
-        guidance=3.5, sampler_name="euler", scheduler="simple")
-    (scorer,) = scoring_nodes.PromptBeamScorerLoader().load(f"local-dir:{tiny_clip_dir}", tiny_aesthetic_path, "cpu")
+    (llm,) = run_node(llm_nodes.PromptBeamOllama, base_url=fake_ollama.url, model=MODEL, temperature=-1.0, seed=0,
+                      keep_alive="5m", retries=0).result
+    (generator,) = run_node(
+        generation_nodes.PromptBeamFluxGenerator, model=fake_models.tiny_model(), clip=fake_models.tiny_clip(),
+        vae=fake_models.tiny_vae(), width=64, height=48, steps=2, guidance=3.5, sampler_name="euler",
+        scheduler="simple").result
+    (scorer,) = run_node(scoring_nodes.PromptBeamScorerLoader, clip_model=f"local-dir:{tiny_clip_dir}",
+                         aesthetic_model=tiny_aesthetic_path, device="cpu").result
     yield dict(prompt="a red fox in the snow", llm=llm, generator=generator, scorer=scorer, beam_width=4,
-               keep_top=2, iterations=3, alpha=0.7, seed=5, unique_id=NODE_ID)
+               keep_top=2, iterations=3, alpha=0.7, seed=5)
     comfy.utils.set_progress_bar_global_hook(None)
 
 
@@ -48,8 +52,14 @@ def comfy_like_hook(interrupt_at=None):
     comfy.utils.set_progress_bar_global_hook(hook)
 
 
+def search(inputs):
+    """The node run as ComfyUI runs it, with its node id (the hidden UNIQUE_ID) set: the five outputs."""
+    return run_node(Search, unique_id=NODE_ID, **inputs).result
+
+
 def test_declares_the_contract_sockets():
-    spec = Search.INPUT_TYPES()
+    info = Search.GET_NODE_INFO_V1()
+    spec = info["input"]
     required = spec["required"]
     assert list(required) == ["prompt", "llm", "generator", "scorer", "beam_width", "keep_top", "iterations",
                               "alpha", "seed"]
@@ -61,11 +71,13 @@ def test_declares_the_contract_sockets():
     assert required["seed"][1]["control_after_generate"] is True and required["seed"][1]["max"] == 2**64 - 1
     assert {"dimension_policy", "seed_policy", "patience", "target_score", "time_budget_s", "descriptiveness",
             "style", "low_vram", "control_arm", "run_name"} <= set(spec["optional"])
-    assert spec["hidden"] == {"unique_id": "UNIQUE_ID"}
-    assert Search.RETURN_TYPES == ("IMAGE", "STRING", "IMAGE", "STRING")
-    assert Search.RETURN_NAMES == ("best_image", "best_prompt", "finalists", "report")
-    assert Search.CATEGORY.startswith("Prompt Beam/") and Search.DESCRIPTION
-    assert not hasattr(Search, "IS_CHANGED") and not getattr(Search, "OUTPUT_NODE", False)
+    assert spec["hidden"] == {"unique_id": ("UNIQUE_ID",)}
+    assert info["output"] == ["IMAGE", "STRING", "IMAGE", "STRING", "INT"]
+    assert info["output_name"] == ["best_image", "best_prompt", "finalists", "report", "best_seed"]
+    assert info["category"].startswith("Prompt Beam/") and info["description"]
+    assert info["output_node"] is False
+    # Cached like any node whose inputs did not change: no fingerprint_inputs (the V1 node had no IS_CHANGED).
+    assert first_real_override(Search, "fingerprint_inputs") is None
 
 
 def test_registered_in_the_pack(pack):
@@ -75,12 +87,13 @@ def test_registered_in_the_pack(pack):
 
 def test_runs_a_search_with_previews_progress_and_a_record(comfy_base, inputs):
     comfy_like_hook()
-    best_image, best_prompt, finalists, report_text = getattr(Search(), Search.FUNCTION)(**inputs)
+    best_image, best_prompt, finalists, report_text, best_seed = search(inputs)
     report = json.loads(report_text)
     assert best_image.shape == (1, 48, 64, 3) and finalists.shape == (2, 48, 64, 3)
     assert torch.equal(finalists[0], best_image[0])
     best = next(c for c in report["candidates"] if c["id"] == report["best"])
     assert best_prompt == best["prompt"] and report["stop_reason"] == "max_iterations"
+    assert best_seed == best["seed"] and isinstance(best_seed, int)
     # image settings come from the generator node
     assert (report["config"]["width"], report["config"]["height"], report["config"]["steps"]) == (64, 48, 2)
     assert report["config"]["sampler"] == "euler" and report["config"]["generator"]["backend"] == "comfyui"
@@ -114,21 +127,21 @@ def test_runs_a_search_with_previews_progress_and_a_record(comfy_base, inputs):
 
 
 def test_same_inputs_same_result_and_run_name(comfy_base, inputs):
-    first = Search().search(**inputs, run_name="fox run")
-    second = Search().search(**inputs, run_name="fox run")
+    first = search(inputs | {"run_name": "fox run"})
+    second = search(inputs | {"run_name": "fox run"})
     strip = lambda text: {k: v for k, v in json.loads(text).items() if k not in ("run_id", "timings")}
     assert strip(first[3]) == strip(second[3]) and first[1] == second[1]
-    assert torch.equal(first[0], second[0])
+    assert torch.equal(first[0], second[0]) and first[4] == second[4]
     run_ids = [json.loads(r[3])["run_id"] for r in (first, second)]
     assert run_ids[0] != run_ids[1] and all(r.startswith("fox-run-") for r in run_ids)
-    changed = Search().search(**(inputs | {"seed": 6}))
+    changed = search(inputs | {"seed": 6})
     assert strip(changed[3]) != strip(first[3])
 
 
 def test_interrupt_raises_comfys_exception_and_keeps_the_record(comfy_base, inputs):
     comfy_like_hook(interrupt_at=6)
     with pytest.raises(comfy.model_management.InterruptProcessingException):
-        Search().search(**inputs)
+        search(inputs)
     assert comfy.model_management.processing_interrupted() is False     # ComfyUI's flag is consumed
     (run_dir,) = list((comfy_base / "output" / "promptbeam").iterdir())
     report = json.loads((run_dir / "report.json").read_text())
@@ -140,7 +153,7 @@ def test_interrupt_raises_comfys_exception_and_keeps_the_record(comfy_base, inpu
 def test_interrupt_flag_set_before_start(comfy_base, inputs):
     comfy.model_management.interrupt_current_processing(True)
     with pytest.raises(comfy.model_management.InterruptProcessingException):
-        Search().search(**inputs)
+        search(inputs)
     assert comfy.model_management.processing_interrupted() is False
     (run_dir,) = list((comfy_base / "output" / "promptbeam").iterdir())
     assert json.loads((run_dir / "report.json").read_text())["candidates"] == []
@@ -154,7 +167,7 @@ def test_interrupt_flag_set_before_start(comfy_base, inputs):
 ])
 def test_bad_inputs_fail_before_any_work(comfy_base, inputs, fake_ollama, changes, name):
     with pytest.raises(errors.InvalidParameter) as info:
-        Search().search(**(inputs | changes))
+        search(inputs | changes)
     assert info.value.name == name
     assert fake_ollama.bodies() == [] and not (comfy_base / "output" / "promptbeam").exists()
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.fixtures.comfy import PACK_MODULE, load_pack
+from tests.fixtures.comfy import PACK_MODULE, load_pack, run_node
 from tests.fixtures.comfy_worker import FakeComfyWorker
 
 load_pack()
@@ -45,25 +45,31 @@ def own_port():
     PromptServer.instance.port = before
 
 
+def build(worker_urls, workflow):
+    return run_node(Workers, worker_urls=worker_urls, workflow=workflow).result
+
+
 def test_declares_the_contract_sockets(pack):
-    spec = Workers.INPUT_TYPES()
+    info = Workers.GET_NODE_INFO_V1()
+    spec = info["input"]
     assert list(spec["required"]) == ["worker_urls", "workflow"]
     assert spec["required"]["worker_urls"][0] == "STRING" and spec["required"]["worker_urls"][1]["multiline"]
-    assert Workers.RETURN_TYPES == ("PROMPTBEAM_GENERATOR",)
+    assert info["output"] == ["PROMPTBEAM_GENERATOR"]
     assert pack.NODE_CLASS_MAPPINGS["PromptBeamComfyWorkers"] is Workers
     assert pack.NODE_DISPLAY_NAME_MAPPINGS["PromptBeamComfyWorkers"] == "Prompt Beam ComfyUI Workers"
 
 
 def test_a_search_node_renders_on_the_workers(comfy_base, two_workers, small_workflow, fake_ollama, tiny_clip_dir,
                                               tiny_aesthetic_path, own_port):
-    (generator,) = Workers().build("\n".join(w.url for w in two_workers), small_workflow)
+    (generator,) = build("\n".join(w.url for w in two_workers), small_workflow)
     assert isinstance(generator, comfy_workers.ComfyWorkerPool) and generator.concurrency == 2
-    (llm,) = llm_nodes.PromptBeamOllama().create(fake_ollama.url, "qwen2.5:7b-instruct", -1.0, 0, "5m", retries=0)
-    (scorer,) = scoring_nodes.PromptBeamScorerLoader().load(f"local-dir:{tiny_clip_dir}", tiny_aesthetic_path, "cpu")
-    search = search_node.PromptBeamSearch()
-    best_image, _prompt, _finalists, report_text = getattr(search, search.FUNCTION)(
-        prompt="a red fox in the snow", llm=llm, generator=generator, scorer=scorer, beam_width=4, keep_top=2,
-        iterations=2, alpha=0.7, seed=5, unique_id="17")
+    (llm,) = run_node(llm_nodes.PromptBeamOllama, base_url=fake_ollama.url, model="qwen2.5:7b-instruct",
+                      temperature=-1.0, seed=0, keep_alive="5m", retries=0).result
+    (scorer,) = run_node(scoring_nodes.PromptBeamScorerLoader, clip_model=f"local-dir:{tiny_clip_dir}",
+                         aesthetic_model=tiny_aesthetic_path, device="cpu").result
+    best_image, _prompt, _finalists, report_text, _seed = run_node(
+        search_node.PromptBeamSearch, unique_id="17", prompt="a red fox in the snow", llm=llm, generator=generator,
+        scorer=scorer, beam_width=4, keep_top=2, iterations=2, alpha=0.7, seed=5).result
     report = json.loads(report_text)
     assert best_image.shape == (1, 48, 64, 3)
     assert (report["config"]["width"], report["config"]["height"], report["config"]["steps"]) == (64, 48, 4)
@@ -75,7 +81,7 @@ def test_refuses_the_server_it_runs_in_by_address(two_workers, own_port):
     PromptServer.instance.port = two_workers[1].port
     for alias in ("127.0.0.1", "localhost"):
         with pytest.raises(errors.InvalidParameter) as info:
-            Workers().build(f"{two_workers[0].url}, http://{alias}:{two_workers[1].port}", "")
+            build(f"{two_workers[0].url}, http://{alias}:{two_workers[1].port}", "")
         assert info.value.name == "worker_urls" and "is this ComfyUI server" in str(info.value)
     assert not any(p["path"] == "/prompt" for w in two_workers for p in w.posted)
 
@@ -84,9 +90,9 @@ def test_refuses_the_server_it_runs_in_by_identity(two_workers, own_port):
     PromptServer.instance.port = None             # e.g. behind a proxy: the address does not tell
     two_workers[0].identity = workers_node.instance_token(PromptServer.instance)
     with pytest.raises(errors.InvalidParameter, match="is this ComfyUI server"):
-        Workers().build(two_workers[0].url, "")
+        build(two_workers[0].url, "")
     two_workers[0].identity = "another-comfyui-with-the-pack"
-    (generator,) = Workers().build(two_workers[0].url, "")
+    (generator,) = build(two_workers[0].url, "")
     assert generator.concurrency == 1
 
 
@@ -101,4 +107,4 @@ def test_a_workflow_without_its_roles_is_refused_by_the_node(tmp_path):
     path = tmp_path / "no_sampler.json"
     path.write_text(json.dumps({"1": {"class_type": "PreviewImage", "inputs": {}}}))
     with pytest.raises(errors.InvalidParameter, match="render_workflow: .*it lacks a sampler"):
-        Workers().build("http://127.0.0.1:1", str(path))
+        build("http://127.0.0.1:1", str(path))

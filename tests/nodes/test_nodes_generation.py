@@ -11,7 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from tests.fixtures.comfy import PACK_MODULE, load_pack
+from tests.fixtures.comfy import PACK_MODULE, load_pack, run_node
 
 load_pack()
 import comfy.model_management  # noqa: E402  (the fake modules are importable once the pack is loaded)
@@ -28,6 +28,20 @@ nodes = sys.modules[f"{PACK_MODULE}.nodes.generation_nodes"]
 errors = sys.modules[f"{PACK_MODULE}.pipeline.errors"]
 generation = sys.modules[f"{PACK_MODULE}.pipeline.generation"]
 # The pack's own classes (imported under its folder name, as ComfyUI does), not a second copy via `pipeline.`
+
+
+def stack(lora_name, trigger, weight, loras=None):
+    return run_node(nodes.PromptBeamLoraStack, lora_name=lora_name, trigger=trigger, weight=weight,
+                    **({} if loras is None else {"loras": loras})).result
+
+
+def build(model, clip, vae, width, height, steps, guidance, sampler_name, scheduler, **optional):
+    return run_node(nodes.PromptBeamFluxGenerator, model=model, clip=clip, vae=vae, width=width, height=height,
+                    steps=steps, guidance=guidance, sampler_name=sampler_name, scheduler=scheduler, **optional).result
+
+
+def generate(generator, prompt, seed):
+    return run_node(nodes.PromptBeamGenerate, generator=generator, prompt=prompt, seed=seed).result
 LoraSpec = sys.modules[f"{PACK_MODULE}.pipeline.config"].LoraSpec
 ComfyFluxGenerator = generator_module.ComfyFluxGenerator
 
@@ -100,36 +114,35 @@ def test_lora_stack_declares_the_contract_sockets_and_lists_the_loras_folder(sty
     assert spec["required"]["trigger"][0] == "STRING"
     assert spec["required"]["weight"][0] == "FLOAT" and spec["required"]["weight"][1]["default"] == 1.0
     assert spec["optional"]["loras"][0] == "PROMPTBEAM_LORAS"
-    assert nodes.PromptBeamLoraStack.RETURN_TYPES == ("PROMPTBEAM_LORAS",)
+    assert nodes.PromptBeamLoraStack.GET_NODE_INFO_V1()["output"] == ["PROMPTBEAM_LORAS"]
 
 
 def test_lora_stack_resolves_full_paths_and_chains_in_order(style_lora, loras_dir):
     safetensors.torch.save_file(fake_models.lora_state_dict(seed=5), str(loras_dir / "ink.safetensors"))
-    node = nodes.PromptBeamLoraStack()
-    (first,) = node.stack("style.safetensors", "  pbstyle ", 0.8)
-    (both,) = node.stack("ink.safetensors", "ink", 0.5, loras=first)
+    (first,) = stack("style.safetensors", "  pbstyle ", 0.8)
+    (both,) = stack("ink.safetensors", "ink", 0.5, loras=first)
     assert both == (LoraSpec(str(style_lora), "pbstyle", 0.8), LoraSpec(str(loras_dir / "ink.safetensors"), "ink", 0.5))
-    assert nodes.PromptBeamLoraStack.VALIDATE_INPUTS("style.safetensors") is True
+    assert nodes.PromptBeamLoraStack.validate_inputs("style.safetensors") is True
 
 
 @pytest.mark.parametrize("name", ["../secret.safetensors", "/etc/passwd", "sub/../../x.safetensors",
                                   "C:\\loras\\x.safetensors", "..\\x.safetensors"])
 def test_lora_stack_refuses_paths(style_lora, name):
-    message = nodes.PromptBeamLoraStack.VALIDATE_INPUTS(name)
+    message = nodes.PromptBeamLoraStack.validate_inputs(name)
     assert isinstance(message, str) and "is a path" in message and "loras folders" in message
     with pytest.raises(errors.InvalidParameter, match=r"^lora_name: .* is a path") as info:
-        nodes.PromptBeamLoraStack().stack(name, "", 1.0)
+        stack(name, "", 1.0)
     assert info.value.name == "lora_name"
 
 
 def test_missing_lora_lists_the_folders_searched(comfy_base, loras_dir):
     extra = comfy_base / "more_loras"
     folder_paths.add_model_folder_path("loras", str(extra))
-    message = nodes.PromptBeamLoraStack.VALIDATE_INPUTS("gone.safetensors")
+    message = nodes.PromptBeamLoraStack.validate_inputs("gone.safetensors")
     assert "'gone.safetensors' was not found" in message
     assert str(loras_dir) in message and str(extra) in message
     with pytest.raises(errors.ModelNotFound, match=r"^lora_name: LoRA 'gone.safetensors' was not found") as info:
-        nodes.PromptBeamLoraStack().stack("gone.safetensors", "", 1.0)
+        stack("gone.safetensors", "", 1.0)
     assert str(extra) in str(info.value)
 
 
@@ -144,7 +157,7 @@ def test_flux_generator_node_declares_the_contract_sockets():
     assert required["scheduler"][0] == comfy.samplers.KSampler.SCHEDULERS
     assert spec["optional"]["loras"][0] == "PROMPTBEAM_LORAS"
     assert spec["optional"]["cfg"][1]["default"] == 1.0
-    assert nodes.PromptBeamFluxGenerator.RETURN_TYPES == ("PROMPTBEAM_GENERATOR",)
+    assert nodes.PromptBeamFluxGenerator.GET_NODE_INFO_V1()["output"] == ["PROMPTBEAM_GENERATOR"]
 
 
 def test_generate_node_declares_the_contract_sockets():
@@ -153,9 +166,10 @@ def test_generate_node_declares_the_contract_sockets():
     assert required["prompt"][0] == "STRING" and required["prompt"][1]["multiline"] is True
     assert required["seed"][0] == "INT" and required["seed"][1]["control_after_generate"] is True
     assert required["seed"][1]["max"] == 0xFFFFFFFFFFFFFFFF
-    assert nodes.PromptBeamGenerate.RETURN_TYPES == ("IMAGE",)
+    assert nodes.PromptBeamGenerate.GET_NODE_INFO_V1()["output"] == ["IMAGE"]
     for cls in (nodes.PromptBeamLoraStack, nodes.PromptBeamFluxGenerator, nodes.PromptBeamGenerate):
-        assert cls.CATEGORY.startswith("Prompt Beam/") and cls.DESCRIPTION
+        info = cls.GET_NODE_INFO_V1()
+        assert info["category"].startswith("Prompt Beam/") and info["description"]
 
 
 # ---- the image equals the standard chain's ------------------------------------------------------------------
@@ -338,10 +352,10 @@ def test_should_stop_stops_between_steps_and_requests():
 
 def test_generate_node_turns_an_interrupt_into_comfyuis_exception():
     interrupt_hook_like_comfyui()
-    (generator,) = nodes.PromptBeamFluxGenerator().build(*models(), 64, 48, 3, 3.5, "euler", "simple")
+    (generator,) = build(*models(), 64, 48, 3, 3.5, "euler", "simple")
     comfy.model_management.interrupt_current_processing(True)
     with pytest.raises(comfy.model_management.InterruptProcessingException):
-        nodes.PromptBeamGenerate().generate(generator, "a fox", 1)
+        generate(generator, "a fox", 1)
 
 
 # ---- bad input and failures -----------------------------------------------------------------------------
@@ -368,7 +382,7 @@ def test_bad_generator_settings_name_the_parameter(kwargs, name):
 def test_missing_vae_is_named():
     model, clip, _ = models()
     with pytest.raises(errors.InvalidParameter, match=r"^vae: is missing"):
-        nodes.PromptBeamFluxGenerator().build(model, clip, None, 64, 64, 4, 3.5, "euler", "simple")
+        build(model, clip, None, 64, 64, 4, 3.5, "euler", "simple")
 
 
 def test_sampling_errors_become_generation_failed():
@@ -408,16 +422,15 @@ def test_a_failure_mid_list_hands_back_the_images_rendered_before_it():
 
 def test_nodes_chain_lora_stack_generator_and_generate(style_lora):
     model, clip, vae = models()
-    (loras,) = nodes.PromptBeamLoraStack().stack("style.safetensors", "pbstyle", 0.7)
-    (generator,) = nodes.PromptBeamFluxGenerator().build(model, clip, vae, 64, 48, 4, 3.5, "euler", "simple",
-                                                         loras=loras)
-    (image,) = nodes.PromptBeamGenerate().generate(generator, "a fox", 9)
+    (loras,) = stack("style.safetensors", "pbstyle", 0.7)
+    (generator,) = build(model, clip, vae, 64, 48, 4, 3.5, "euler", "simple", loras=loras)
+    (image,) = generate(generator, "a fox", 9)
     assert image.shape == (1, 48, 64, 3)
     lora_model, lora_clip = comfy.sd.load_lora_for_models(
         model, clip, comfy.utils.load_torch_file(str(style_lora)), 0.7, 0.7)
     assert torch.equal(image[0], standard_chain(lora_model, lora_clip, vae, "pbstyle, a fox", 9))
     with pytest.raises(errors.InvalidParameter, match="^prompt: is empty"):
-        nodes.PromptBeamGenerate().generate(generator, "  ", 9)
+        generate(generator, "  ", 9)
 
 
 def test_describe_is_json_and_the_generator_satisfies_the_protocol(style_lora):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.fixtures.comfy import PACK_MODULE
+from tests.fixtures.comfy import PACK_MODULE, run_node
 from tests.fixtures.ollama import free_port
 
 MODEL = "qwen2.5:7b-instruct"
@@ -26,8 +26,9 @@ def pack_module(name):
 
 
 def node(pack, node_id):
+    """The node class and a function that runs it as ComfyUI does (keyword inputs), returning its outputs."""
     cls = pack.NODE_CLASS_MAPPINGS[node_id]
-    return cls, getattr(cls(), cls.FUNCTION)
+    return cls, lambda **inputs: run_node(cls, **inputs).result
 
 
 def make_llm(pack, url, model=MODEL, **optional):
@@ -40,15 +41,15 @@ def make_llm(pack, url, model=MODEL, **optional):
 
 def test_contract_ids_inputs_outputs(pack, comfy_base):
     for node_id, (required, outputs) in CONTRACT.items():
-        cls = pack.NODE_CLASS_MAPPINGS[node_id]
-        spec = cls.INPUT_TYPES()
+        info = pack.NODE_CLASS_MAPPINGS[node_id].GET_NODE_INFO_V1()
+        spec = info["input"]
         assert required <= set(spec["required"]), node_id
-        assert cls.RETURN_TYPES == outputs, node_id
-        assert cls.CATEGORY == "Prompt Beam/LLM" and cls.DESCRIPTION and callable(getattr(cls, cls.FUNCTION))
+        assert tuple(info["output"]) == outputs, node_id
+        assert info["category"] == "Prompt Beam/LLM" and info["description"]
         assert node_id in pack.NODE_DISPLAY_NAME_MAPPINGS
         if "dimension" in spec["required"]:
             assert spec["required"]["dimension"][0] == ["what", "how"]
-    assert pack.NODE_CLASS_MAPPINGS["PromptBeamExpand"].OUTPUT_IS_LIST == (True,)
+    assert pack.NODE_CLASS_MAPPINGS["PromptBeamExpand"].GET_NODE_INFO_V1()["output_is_list"] == [True]
     combine = pack.NODE_CLASS_MAPPINGS["PromptBeamCombine"].INPUT_TYPES()
     assert combine["required"]["style"][0] == ["natural", "booru"]
     levels = combine["required"]["descriptiveness"][1]

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from pipeline.llm.client import OllamaClient
-from tests.fixtures.comfy import PACK_MODULE, load_pack
+from tests.fixtures.comfy import PACK_MODULE, load_pack, run_node
 from tests.fixtures.ollama import DEFAULT_MODELS
 
 load_pack()
@@ -19,6 +19,20 @@ errors = sys.modules[f"{PACK_MODULE}.pipeline.errors"]
 InvalidParameter, ModelNotFound = errors.InvalidParameter, errors.ModelNotFound
 
 COLOURS = [(255, 0, 0), (0, 0, 255), (255, 128, 0)]
+
+
+def load(mappings, clip_model, aesthetic_model, device, **optional):
+    return run_node(mappings["PromptBeamScorerLoader"], clip_model=clip_model, aesthetic_model=aesthetic_model,
+                    device=device, **optional).result
+
+
+def score(mappings, scorer, images, prompt, **optional):
+    """The Score node's io.NodeOutput: `.result` (alignment, aesthetic, scores) and `.ui` (previews, text)."""
+    return run_node(mappings["PromptBeamScore"], scorer=scorer, images=images, prompt=prompt, **optional)
+
+
+def select(mappings, images, scores, top_k):
+    return run_node(mappings["PromptBeamSelectBest"], images=images, scores=scores, top_k=top_k).result
 
 
 def solid_batch(colours=COLOURS, size=(64, 48)):
@@ -44,7 +58,7 @@ def head_in_folder(comfy_base, tiny_aesthetic_path):
 @pytest.fixture
 def scorer(nodes, tiny_clip_dir, head_in_folder):
     mappings, _ = nodes
-    return mappings["PromptBeamScorerLoader"]().load(f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu")[0]
+    return load(mappings, f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu")[0]
 
 
 def test_contract(pack):
@@ -53,16 +67,17 @@ def test_contract(pack):
     required = loader.INPUT_TYPES()["required"]
     assert required["clip_model"][0] == "STRING" and required["aesthetic_model"][0] == "STRING"
     assert required["device"][0] == ["auto", "cuda", "cpu"]
-    assert loader.RETURN_TYPES == ("PROMPTBEAM_SCORER",)
+    assert loader.GET_NODE_INFO_V1()["output"] == ["PROMPTBEAM_SCORER"]
     assert set(score.INPUT_TYPES()["required"]) == {"scorer", "images", "prompt"}
     assert score.INPUT_TYPES()["optional"]["alpha"][1]["default"] == 0.7
-    assert (score.RETURN_TYPES, score.RETURN_NAMES) == (("FLOAT", "FLOAT", "STRING"),
-                                                        ("alignment", "aesthetic", "scores"))
-    assert score.OUTPUT_IS_LIST == (True, True, False) and score.OUTPUT_NODE is True
+    info = score.GET_NODE_INFO_V1()
+    assert (info["output"], info["output_name"]) == (["FLOAT", "FLOAT", "STRING"], ["alignment", "aesthetic", "scores"])
+    assert info["output_is_list"] == [True, True, False] and info["output_node"] is True
     assert list(select.INPUT_TYPES()["required"]) == ["images", "scores", "top_k"]
-    assert select.RETURN_TYPES == ("IMAGE", "STRING")
+    assert select.GET_NODE_INFO_V1()["output"] == ["IMAGE", "STRING"]
     for cls in (loader, score, select):
-        assert cls.CATEGORY.startswith("Prompt Beam/") and cls.DESCRIPTION and hasattr(cls, cls.FUNCTION)
+        info = cls.GET_NODE_INFO_V1()
+        assert info["category"].startswith("Prompt Beam/") and info["description"]
     for name in ("PromptBeamScorerLoader", "PromptBeamScore", "PromptBeamSelectBest"):
         assert pack.NODE_DISPLAY_NAME_MAPPINGS[name].startswith("Prompt Beam")
 
@@ -76,19 +91,18 @@ def test_aesthetic_folder_is_registered(nodes, comfy_base, head_in_folder):
 
 def test_loader_caches_by_settings(nodes, scorer, tiny_clip_dir, head_in_folder, comfy_base):
     mappings, module = nodes
-    loader = mappings["PromptBeamScorerLoader"]()
-    assert loader.load(f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu")[0] is scorer
-    by_path = loader.load(f"local-dir:{tiny_clip_dir}", str(comfy_base / "models" / "aesthetic" / head_in_folder),
-                          "cpu")[0]
+    assert load(mappings, f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu")[0] is scorer
+    by_path = load(mappings, f"local-dir:{tiny_clip_dir}", str(comfy_base / "models" / "aesthetic" / head_in_folder),
+                   "cpu")[0]
     assert by_path is scorer
-    other = loader.load(f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu", dtype="bf16")[0]
+    other = load(mappings, f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu", dtype="bf16")[0]
     assert other is not scorer and len(module._SCORERS) == 2
 
 
 def test_loader_missing_head_names_the_folder(nodes, tiny_clip_dir, comfy_base):
     mappings, _ = nodes
     with pytest.raises(ModelNotFound) as caught:
-        mappings["PromptBeamScorerLoader"]().load(f"local-dir:{tiny_clip_dir}", "missing-head.pth", "cpu")
+        load(mappings, f"local-dir:{tiny_clip_dir}", "missing-head.pth", "cpu")
     folder = comfy_base / "models" / "aesthetic"
     assert f"not found: {folder / 'missing-head.pth'}" in str(caught.value)
     assert f"Put the file in {folder}" in str(caught.value)
@@ -97,8 +111,8 @@ def test_loader_missing_head_names_the_folder(nodes, tiny_clip_dir, comfy_base):
 def test_score_node_outputs_and_previews(nodes, scorer, comfy_base):
     mappings, _ = nodes
     images = solid_batch()
-    out = mappings["PromptBeamScore"]().score(scorer, images, "a red fox", alpha=0.5)
-    alignment, aesthetic, scores_json = out["result"]
+    out = score(mappings, scorer, images, "a red fox", alpha=0.5)
+    alignment, aesthetic, scores_json = out.result
     expected = scorer.score(images, "a red fox")
     assert alignment == pytest.approx([s.alignment for s in expected])
     assert aesthetic == pytest.approx([s.aesthetic for s in expected])
@@ -107,40 +121,38 @@ def test_score_node_outputs_and_previews(nodes, scorer, comfy_base):
     assert [e["total"] for e in report["images"]] == pytest.approx(totals)
     assert report["best"] == max(range(3), key=lambda i: totals[i])
     assert report["total"] == pytest.approx(max(totals)) and report["alpha"] == 0.5
-    previews = out["ui"]["images"]
+    previews = out.ui["images"]
     assert len(previews) == 3 and all(p["type"] == "temp" and p["subfolder"] == "" for p in previews)
     for preview, colour in zip(previews, COLOURS):
         with Image.open(comfy_base / "temp" / preview["filename"]) as png:
             assert png.size == (64, 48) and png.getpixel((5, 5)) == colour
-    assert "(best)" in out["ui"]["text"][0].splitlines()[report["best"]]
+    assert "(best)" in out.ui["text"][0].splitlines()[report["best"]]
 
 
 def test_score_node_rejects_bad_inputs(nodes, scorer):
     mappings, _ = nodes
-    node = mappings["PromptBeamScore"]()
     with pytest.raises(InvalidParameter, match="alpha"):
-        node.score(scorer, solid_batch(), "a fox", alpha=1.5)
+        score(mappings, scorer, solid_batch(), "a fox", alpha=1.5)
     with pytest.raises(InvalidParameter, match="expects the output of a Prompt Beam Scorer Loader"):
-        node.score("not a scorer", solid_batch(), "a fox")
+        score(mappings, "not a scorer", solid_batch(), "a fox")
     with pytest.raises(InvalidParameter, match="the batch is empty"):
-        node.score(scorer, torch.zeros(0, 8, 8, 3), "a fox")
+        score(mappings, scorer, torch.zeros(0, 8, 8, 3), "a fox")
     with pytest.raises(InvalidParameter, match="^prompt: is empty"):
-        node.score(scorer, solid_batch(), "  ")
+        score(mappings, scorer, solid_batch(), "  ")
 
 
 def test_select_best(nodes, scorer):
     mappings, _ = nodes
     images = solid_batch()
-    scores_json = mappings["PromptBeamScore"]().score(scorer, images, "a red fox")["result"][2]
+    scores_json = score(mappings, scorer, images, "a red fox").result[2]
     totals = [e["total"] for e in json.loads(scores_json)["images"]]
     order = sorted(range(3), key=lambda i: -totals[i])
-    select = mappings["PromptBeamSelectBest"]()
-    best, indices = select.select(images, scores_json, 2)
+    best, indices = select(mappings, images, scores_json, 2)
     assert json.loads(indices) == order[:2]
     assert torch.equal(best, images[order[:2]])
-    everything, indices = select.select(images, scores_json, 10)
+    everything, indices = select(mappings, images, scores_json, 10)
     assert json.loads(indices) == order and everything.shape[0] == 3
-    assert json.loads(select.select(images, json.dumps([1.0, 3.0, 3.0]), 2)[1]) == [1, 2]   # ties: batch order
+    assert json.loads(select(mappings, images, json.dumps([1.0, 3.0, 3.0]), 2)[1]) == [1, 2]   # ties: batch order
 
 
 @pytest.mark.parametrize("scores, words", [
@@ -152,22 +164,21 @@ def test_select_best(nodes, scorer):
 def test_select_best_bad_scores(nodes, scores, words):
     mappings, _ = nodes
     with pytest.raises(InvalidParameter) as caught:
-        mappings["PromptBeamSelectBest"]().select(solid_batch(), scores, 1)
+        select(mappings, solid_batch(), scores, 1)
     assert caught.value.name == "scores" and words in str(caught.value)
 
 
 def test_after_use_unload_frees_and_reloads(nodes, tiny_clip_dir, head_in_folder):
     mappings, _ = nodes
-    scorer = mappings["PromptBeamScorerLoader"]().load(f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu",
-                                                       after_use="unload")[0]
+    scorer = load(mappings, f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu", after_use="unload")[0]
     assert scorer.describe()["loaded"] is False
-    first = mappings["PromptBeamScore"]().score(scorer, solid_batch(), "a red fox")["result"][0]
+    first = score(mappings, scorer, solid_batch(), "a red fox").result[0]
     assert scorer.describe()["loaded"] is False
-    again = mappings["PromptBeamScore"]().score(scorer, solid_batch(), "a red fox")["result"][0]
+    again = score(mappings, scorer, solid_batch(), "a red fox").result[0]
     assert first == again
-    kept = mappings["PromptBeamScorerLoader"]().load(f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu")[0]
+    kept = load(mappings, f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu")[0]
     assert kept is scorer and kept.after_use == "keep"
-    mappings["PromptBeamScore"]().score(kept, solid_batch(), "a red fox")
+    score(mappings, kept, solid_batch(), "a red fox")
     assert kept.describe()["loaded"] is True
 
 
@@ -175,8 +186,8 @@ def test_vision_llm_captions(nodes, scorer, fake_ollama):
     mappings, _ = nodes
     client = OllamaClient(fake_ollama.url, DEFAULT_MODELS[0])
     images = solid_batch(size=(1024, 600))
-    out = mappings["PromptBeamScore"]().score(scorer, images, "a red fox", vision_llm=client)
-    report = json.loads(out["result"][2])
+    out = score(mappings, scorer, images, "a red fox", vision_llm=client)
+    report = json.loads(out.result[2])
     bodies = fake_ollama.bodies("/api/chat")
     assert len(bodies) == 3
     for body, entry, colour in zip(bodies, report["images"], COLOURS):

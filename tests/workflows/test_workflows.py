@@ -13,7 +13,7 @@ from tests.fixtures.comfy import load_pack
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
-NAMES = ["beam_search_flux", "refine_loop_manual", "score_and_select"]
+NAMES = ["beam_search_flux", "beam_then_upscale", "refine_loop_manual", "score_and_select"]
 
 # The model files the workflows name, by ComfyUI folder (docs/workflows.md tells users where to put them).
 MODEL_FILES = {
@@ -135,6 +135,33 @@ def test_beam_search_flux_ships_its_lora_stack_bypassed():
     assert "PromptBeamLoraStack" not in {n["class_type"] for n in prompt.values()}
 
 
+def test_beam_then_upscale_is_the_search_then_the_winner_rendered_at_twice_its_size():
+    """The search graph of beam_search_flux unchanged, then core nodes only: best_image upscaled 2x, encoded, and
+    sampled again with the winner's prompt and seed (img2img), decoded and saved."""
+    search_only, prompt = api("beam_search_flux"), api("beam_then_upscale")
+    assert {k: v for k, v in prompt.items() if k in search_only} == search_only
+    added = {k: v for k, v in prompt.items() if k not in search_only}
+    assert {n["class_type"] for n in added.values()} == {
+        "ImageScaleBy", "VAEEncode", "CLIPTextEncode", "FluxGuidance", "ConditioningZeroOut", "KSampler", "VAEDecode",
+        "SaveImage"}
+    search = next(k for k, n in prompt.items() if n["class_type"] == "PromptBeamSearch")
+    sampler = api_node(prompt, "KSampler")["inputs"]
+    scale = prompt[prompt[sampler["latent_image"][0]]["inputs"]["pixels"][0]]["inputs"]
+    assert scale["image"] == [search, 0] and scale["scale_by"] == 2.0               # best_image at 2x
+    assert sampler["seed"] == [search, 4]                                            # best_seed
+    text = prompt[prompt[sampler["positive"][0]]["inputs"]["conditioning"][0]]["inputs"]
+    assert text["text"] == [search, 1]                                               # best_prompt
+    assert prompt[sampler["negative"][0]]["class_type"] == "ConditioningZeroOut"
+    assert sampler["model"] == api_node(search_only, "PromptBeamFluxGenerator")["inputs"]["model"]
+    # the same sampling as the generator's (schnell: 4 steps, euler/simple, cfg 1), half the noise
+    generator = api_node(prompt, "PromptBeamFluxGenerator")["inputs"]
+    assert (sampler["steps"], sampler["sampler_name"], sampler["scheduler"], sampler["cfg"]) == (
+        generator["steps"], generator["sampler_name"], generator["scheduler"], generator["cfg"])
+    assert 0 < sampler["denoise"] < 1
+    saves = sorted(n["inputs"]["filename_prefix"] for n in prompt.values() if n["class_type"] == "SaveImage")
+    assert saves == ["promptbeam/best", "promptbeam/best_2x"]
+
+
 def test_refine_loop_unrolls_three_rounds():
     prompt = api("refine_loop_manual")
     count = {}
@@ -251,7 +278,7 @@ def test_api_check_reports_each_problem_by_input_name(definitions, mappings):
 
 
 def test_api_check_runs_the_nodes_own_validation(definitions, mappings):
-    # With the LoRA Stack un-bypassed and pointing at a file that is not there, the node's VALIDATE_INPUTS answers
+    # With the LoRA Stack un-bypassed and pointing at a file that is not there, the node's validate_inputs answers
     # (as it would in ComfyUI) instead of the generic list check.
     prompt = copy.deepcopy(api("beam_search_flux"))
     prompt["5"] = {"class_type": "PromptBeamLoraStack",
@@ -259,7 +286,7 @@ def test_api_check_runs_the_nodes_own_validation(definitions, mappings):
     api_node(prompt, "PromptBeamFluxGenerator")["inputs"]["loras"] = ["5", 0]
     problems = wc.check_api(prompt, definitions, mappings, MODEL_FILES)
     assert len(problems) == 1
-    assert re.search(r"node 5 \(PromptBeamLoraStack\): VALIDATE_INPUTS says .*LoRA 'missing_lora.safetensors' "
+    assert re.search(r"node 5 \(PromptBeamLoraStack\): its own validation says .*LoRA 'missing_lora.safetensors' "
                      r"was not found", problems[0])
     prompt["5"]["inputs"]["lora_name"] = LORA_PLACEHOLDER
     assert wc.check_api(prompt, definitions, mappings, MODEL_FILES) == []

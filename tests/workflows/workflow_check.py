@@ -1,7 +1,7 @@
 """Structural checks of ComfyUI workflow files, UI (graph editor) format and API (/prompt) format, without ComfyUI.
 
 Node definitions use the shape of ComfyUI's `/object_info` entries (`input`, `input_order`, `output`,
-`output_name`, `output_is_list`, `output_node`): the pack's nodes are described from their own INPUT_TYPES exactly
+`output_name`, `output_is_list`, `output_node`): the pack's nodes are described from their own schema exactly
 as ComfyUI's server does it, and the few core nodes the shipped workflows use are described by CORE_NODES, a
 hand-written table (ComfyUI 0.3.64) that the real-ComfyUI integration test compares with the server's
 /object_info so that it cannot drift.
@@ -19,6 +19,12 @@ class Files:
     """A COMBO whose options are the files of a ComfyUI folder (they differ between machines)."""
     folder: str
 
+
+# KSampler's sampler and scheduler lists in ComfyUI 0.3.64: the Prompt Beam Flux Generator offers exactly these
+# (comfy.samplers.KSampler.SAMPLERS / SCHEDULERS), as recorded from a real server in tests/fixtures.
+KSAMPLER_LISTS = {name: spec for name, spec in json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "object_info_v1.json").read_text())["PromptBeamFluxGenerator"]["input"][
+    "required"].items() if name in ("sampler_name", "scheduler")}
 
 # ComfyUI 0.3.64 core nodes used by the shipped workflows (GET /object_info/<name>, hidden inputs left out).
 CORE_NODES = {
@@ -56,6 +62,43 @@ CORE_NODES = {
     "PreviewAny": {
         "input": {"required": {"source": ["*", {}]}},
         "output": [], "output_name": [], "output_is_list": [], "output_node": True},
+    # beam_then_upscale: the winner re-rendered at 2x (img2img) with the standard Flux chain
+    "ImageScaleBy": {
+        "input": {"required": {
+            "image": ["IMAGE"],
+            "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]],
+            "scale_by": ["FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01}]}},
+        "output": ["IMAGE"], "output_name": ["IMAGE"], "output_is_list": [False], "output_node": False},
+    "VAEEncode": {
+        "input": {"required": {"pixels": ["IMAGE"], "vae": ["VAE"]}},
+        "output": ["LATENT"], "output_name": ["LATENT"], "output_is_list": [False], "output_node": False},
+    "CLIPTextEncode": {
+        "input": {"required": {"text": ["STRING", {"multiline": True, "dynamicPrompts": True}], "clip": ["CLIP"]}},
+        "output": ["CONDITIONING"], "output_name": ["CONDITIONING"], "output_is_list": [False],
+        "output_node": False},
+    "FluxGuidance": {
+        "input": {"required": {"conditioning": ["CONDITIONING"],
+                               "guidance": ["FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1}]}},
+        "output": ["CONDITIONING"], "output_name": ["CONDITIONING"], "output_is_list": [False],
+        "output_node": False},
+    "ConditioningZeroOut": {
+        "input": {"required": {"conditioning": ["CONDITIONING"]}},
+        "output": ["CONDITIONING"], "output_name": ["CONDITIONING"], "output_is_list": [False],
+        "output_node": False},
+    "KSampler": {
+        "input": {"required": {
+            "model": ["MODEL"],
+            "seed": ["INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}],
+            "steps": ["INT", {"default": 20, "min": 1, "max": 10000}],
+            "cfg": ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}],
+            "sampler_name": [KSAMPLER_LISTS["sampler_name"][0]],
+            "scheduler": [KSAMPLER_LISTS["scheduler"][0]],
+            "positive": ["CONDITIONING"], "negative": ["CONDITIONING"], "latent_image": ["LATENT"],
+            "denoise": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}]}},
+        "output": ["LATENT"], "output_name": ["LATENT"], "output_is_list": [False], "output_node": False},
+    "VAEDecode": {
+        "input": {"required": {"samples": ["LATENT"], "vae": ["VAE"]}},
+        "output": ["IMAGE"], "output_name": ["IMAGE"], "output_is_list": [False], "output_node": False},
 }
 
 # Nodes that exist only in the graph editor: saved in UI files, never sent to the server.
@@ -77,7 +120,10 @@ UPLOAD_VALUE = "image"
 
 
 def node_info(node_class) -> dict:
-    """A V1 node class described the way ComfyUI's GET /object_info does (server.py node_info)."""
+    """A node class described the way ComfyUI's GET /object_info does (server.py node_info): a V3 node by its
+    schema (GET_NODE_INFO_V1), a V1 node from its class attributes."""
+    if hasattr(node_class, "GET_NODE_INFO_V1"):
+        return node_class.GET_NODE_INFO_V1()
     inputs = node_class.INPUT_TYPES()
     outputs = list(node_class.RETURN_TYPES)
     return {
@@ -332,8 +378,8 @@ def _check_ui_link(link: list, nodes: dict, definitions: dict) -> list:
 def check_api(prompt: dict, definitions: dict, node_class_mappings: dict = None, files: dict = None) -> list:
     """An API workflow as POST /prompt takes it, checked the way ComfyUI's validate_inputs does.
 
-    With node_class_mappings, a node's own VALIDATE_INPUTS is consulted for its constant inputs, and the inputs it
-    names skip the built-in range and combo checks, as in ComfyUI.
+    With node_class_mappings, a node's own validation (V3 validate_inputs, V1 VALIDATE_INPUTS) is consulted for its
+    constant inputs, and the inputs it names skip the built-in range and combo checks, as in ComfyUI.
     """
     problems = []
     if not isinstance(prompt, dict) or not prompt:
@@ -371,18 +417,25 @@ def check_api(prompt: dict, definitions: dict, node_class_mappings: dict = None,
         if validate is not None:
             result = validate(**arguments)
             if result is not True:
-                problems.append(f"{where}: VALIDATE_INPUTS says {result!r}")
+                problems.append(f"{where}: its own validation says {result!r}")
     if not has_output:
         problems.append("prompt: no output node")
     return problems
 
 
 def _own_validation(node_class_mappings, class_type):
-    """(input names VALIDATE_INPUTS takes, whether it takes **kwargs, the function) for a pack node, else none.
+    """(input names the node's own validation takes, whether it takes **kwargs, the function) for a pack node, else
+    none. A V3 node's validate_inputs counts only when the node overrides io.ComfyNode's placeholder, as ComfyUI's
+    first_real_override decides; a V1 node's is VALIDATE_INPUTS.
 
     As in ComfyUI, the inputs it names are passed to it (linked ones as None) and skip the built-in checks."""
     cls = (node_class_mappings or {}).get(class_type)
-    function = getattr(cls, "VALIDATE_INPUTS", None) if cls is not None else None
+    if cls is None:
+        return (), False, None
+    function = getattr(cls, "VALIDATE_INPUTS", None)
+    if hasattr(cls, "GET_SCHEMA"):
+        overrides = [klass for klass in cls.__mro__ if "validate_inputs" in klass.__dict__]
+        function = cls.validate_inputs if overrides and overrides[0].__name__ != "ComfyNode" else None
     if function is None:
         return (), False, None
     spec = inspect.getfullargspec(function)
