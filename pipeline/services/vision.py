@@ -339,8 +339,16 @@ def main(argv=None) -> int:
 
     try:
         args = parse_args(argv)
-from ..llm.client import OllamaError
-from ..scoring.scorer_set import check_served
+        # The same verdicts as search and doctor give, before anything loads (CLIP + aesthetic always run).
+        specs = check_scorers(args.scorer, args.hps_arch, flag="--scorer", arch_flag="--hps-arch")
+        # The critic is checked next: a wrong model name fails in a second, not after the CLIP load.
+        critic = start_critic(args.ollama_url, args.critic_model) if args.critic_model else None
+        scorer = load_scorer(args.clip, aesthetic_model=args.aesthetic, device=args.device, dtype=args.dtype,
+                             aesthetic_dirs=[args.aesthetic_dir] if args.aesthetic_dir else ())
+        scorer = with_rewards(scorer, specs, hps_arch=args.hps_arch)
+    except OllamaError as exc:
+        print(f"error: {ollama_failure(exc, args.critic_model, '--critic-model')[1]}", file=sys.stderr)
+        return 1
     except PromptBeamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidParameter) else 1

@@ -202,13 +202,11 @@ def test_loader_scorers_input_ranks_the_total_by_pickscore(nodes, tiny_clip_dir,
                                                            scorer):
     mappings, module = nodes
     assert mappings["PromptBeamScorerLoader"].INPUT_TYPES()["optional"]["scorers"][0] == "STRING"
-    loader = mappings["PromptBeamScorerLoader"]()
-    ranked = loader.load(f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu",
-                         scorers=f"pickscore={tiny_pickscore_dir}")[0]
+    ranked = load(mappings, f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu",
+                  scorers=f"pickscore={tiny_pickscore_dir}")[0]
     assert ranked is not scorer and ranked.ranked_by == ("pickscore",) and len(module._SCORERS) == 2
     images = solid_batch()
-    out = mappings["PromptBeamScore"]().score(ranked, images, "a red fox")
-    alignment, _, scores_json = out["result"]
+    alignment, _, scores_json = score(mappings, ranked, images, "a red fox").result
     entries = json.loads(scores_json)["images"]
     assert alignment == pytest.approx([s.alignment for s in scorer.score(images, "a red fox")])
     assert [e["total"] for e in entries] == pytest.approx([e["pickscore"] for e in entries])
@@ -216,5 +214,5 @@ def test_loader_scorers_input_ranks_the_total_by_pickscore(nodes, tiny_clip_dir,
     sources = sys.modules[f"{PACK_MODULE}.pipeline.scoring.sources"]
     for spec in ("imagereward", f"pickscore={tiny_pickscore_dir}/nothing"):
         with pytest.raises(InvalidParameter) as refused:
-            loader.load(f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu", scorers=spec)
+            load(mappings, f"local-dir:{tiny_clip_dir}", head_in_folder, "cpu", scorers=spec)
         assert str(refused.value) == "scorers: " + sources.resolve_scorer(spec).message()
