@@ -37,12 +37,12 @@ SUPPORTED = _has_v3_api()
 if SUPPORTED:
     from comfy_api.v0_0_2 import ComfyExtension, io
 
-    from . import generation_nodes, llm_nodes, remote_nodes, scoring_nodes, search_node, workers_node
+    from . import generation_nodes, judge_nodes, llm_nodes, remote_nodes, scoring_nodes, search_node, workers_node
     from . import routes, run_routes  # noqa: F401  (add the HTTP routes when ComfyUI's server is running)
 
     # A new node module goes here; the order is the order of the node lists in the editor's search results.
     NODES = [*llm_nodes.NODES, *scoring_nodes.NODES, *generation_nodes.NODES, *search_node.NODES,
-             *remote_nodes.NODES, *workers_node.NODES]
+             *remote_nodes.NODES, *workers_node.NODES, *judge_nodes.NODES]
 
     class PromptBeamExtension(ComfyExtension):
         async def get_node_list(self) -> list[type[io.ComfyNode]]:

@@ -9,7 +9,7 @@ import logging
 
 from comfy_api.v0_0_2 import io
 
-from ..pipeline.config import DEFAULT_OLLAMA_MODEL, DEFAULT_OLLAMA_URL, Settings
+from ..pipeline.config import DEFAULT_OLLAMA_MODEL, DEFAULT_OLLAMA_URL, DEFAULT_VLM_MODEL, Settings
 from ..pipeline.errors import InvalidParameter, PromptBeamError
 from ..pipeline.llm.client import DEFAULT_KEEP_ALIVE, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, OllamaClient
 from ..pipeline.llm.operations import DEFAULT_TEMPERATURES, MAX_EXPAND, PromptEngine
@@ -20,14 +20,15 @@ log = logging.getLogger(__name__)
 CATEGORY = "Prompt Beam/LLM"
 
 
-def _ollama_defaults():
-    """OLLAMA_BASE_URL / OLLAMA_MODEL, or the built-in defaults if the environment is unusable."""
+def ollama_defaults(vision: bool = False):
+    """OLLAMA_BASE_URL and OLLAMA_MODEL (VLM_MODEL with vision=True), or the built-in defaults if the environment
+    is unusable."""
     try:
         settings = Settings.from_env()
-        return settings.ollama_base_url, settings.ollama_model
+        return settings.ollama_base_url, settings.vlm_model if vision else settings.ollama_model
     except PromptBeamError as exc:   # a bad unrelated variable must not stop the node list from loading
         log.warning("Prompt Beam: ignoring environment for node defaults: %s", exc)
-        return DEFAULT_OLLAMA_URL, DEFAULT_OLLAMA_MODEL
+        return DEFAULT_OLLAMA_URL, DEFAULT_VLM_MODEL if vision else DEFAULT_OLLAMA_MODEL
 
 
 def _seed_input(tooltip, optional=False):
@@ -61,7 +62,7 @@ class PromptBeamOllama(io.ComfyNode):
 
     @classmethod
     def define_schema(cls):
-        base_url, model = _ollama_defaults()
+        base_url, model = ollama_defaults()
         temps = ", ".join(f"{op} {t}" for op, t in DEFAULT_TEMPERATURES.items())
         return io.Schema(
             node_id="PromptBeamOllama",

@@ -12,7 +12,7 @@ import logging
 
 from ..pipeline.errors import PromptBeamError
 from ..pipeline.llm.client import OllamaClient
-from .llm_nodes import _ollama_defaults
+from .llm_nodes import ollama_defaults
 
 try:
     from server import PromptServer
@@ -28,7 +28,7 @@ LIST_TIMEOUT_S = 5.0
 def list_models_payload(base_url=None, timeout=None):
     """The route's JSON body for one Ollama address (blocking; empty or None = OLLAMA_BASE_URL)."""
     timeout = LIST_TIMEOUT_S if timeout is None else timeout
-    default_url, default_model = _ollama_defaults()
+    default_url, default_model = ollama_defaults()
     base_url = (base_url or "").strip() or default_url
     try:
         # The model name is not used for listing, but the client needs one; retries=0: the user clicked and waits.

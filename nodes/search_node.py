@@ -22,7 +22,9 @@ from server import PromptServer
 from ..pipeline.beam.search import BeamConfig, BeamSearch, SearchCallbacks
 from ..pipeline.errors import Interrupted, InvalidParameter
 from ..pipeline.images import tensor_to_pil
-from .sockets import GENERATOR, LLM, SCORER, SEED_MAX, Choice
+from ..pipeline.llm.vision import require_vision
+from .judge_nodes import check_pairwise, judge_of
+from .sockets import GENERATOR, JUDGE, LLM, SCORER, SEED_MAX, Choice
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,28 @@ class _ComfyProgress:
             self.interrupted = True
 
 
+def judge_settings(judge) -> dict:
+    """The search's judge_budget and judge_margin, as set on the VLM Judge node."""
+    if judge is None:
+        return {}
+    judge = judge_of(judge)
+    return {key: value for key, value in (("judge_budget", judge.budget), ("judge_margin", judge.margin))
+            if value is not None}
+
+
+def vision_critic(critic, llm):
+    """The critic input, checked before any work: its model must see images. The llm's own model looks inside the
+    children request (the same engine), another model is asked first."""
+    if critic is None:
+        return None
+    if not hasattr(critic, "evaluate_image") or not hasattr(critic, "client"):
+        raise InvalidParameter("critic", f"expects the output of a Prompt Beam Ollama node, got "
+                                         f"{type(critic).__name__}")
+    require_vision(critic.client, "critic")
+    same = (critic.client.base_url, critic.client.model) == (llm.client.base_url, llm.client.model)
+    return llm if same else critic
+
+
 class PromptBeamSearch(io.ComfyNode):
     """The whole search in one node: a prompt in, the best image (and how to make it again) out."""
 
@@ -191,6 +215,12 @@ class PromptBeamSearch(io.ComfyNode):
                                 tooltip="Text for alignment (empty = the prompt)."),
                 io.String.Input("run_name", default="", optional=True,
                                 tooltip="Folder name prefix under output/promptbeam/."),
+                LLM.Input("critic", optional=True, tooltip=(
+                    "A Prompt Beam Ollama node with a vision model: it looks at each parent's image before its "
+                    "children are written (the same model as llm: inside that request).")),
+                JUDGE.Input("judge", optional=True, tooltip=(
+                    "From a Prompt Beam VLM Judge node: compares the candidates near the keep_top cut in pairs, "
+                    "both orders, and the survivors follow its verdicts.")),
             ],
             # Outputs are appended, never reordered: saved graphs link them by position.
             outputs=[
@@ -209,7 +239,8 @@ class PromptBeamSearch(io.ComfyNode):
     def execute(cls, prompt, llm, generator, scorer, beam_width, keep_top, iterations, alpha, seed,
                 dimension_policy="alternate", seed_policy="inherit", patience=0, target_score=0.0, time_budget_s=0.0,
                 descriptiveness=2, style="natural", combine_mode="llm", use_negative=False, captions=False,
-                low_vram=False, control_arm=False, llm_concurrency=4, score_text="", run_name=""):
+                low_vram=False, control_arm=False, llm_concurrency=4, score_text="", run_name="", critic=None,
+                judge=None):
         for name, value, needed in (("llm", llm, "expand"), ("generator", generator, "generate"),
                                     ("scorer", scorer, "score")):
             if value is None or not hasattr(value, needed):
@@ -222,9 +253,13 @@ class PromptBeamSearch(io.ComfyNode):
             use_negative=bool(use_negative), score_text=(score_text or "").strip() or None,
             captions=bool(captions), low_vram=bool(low_vram or getattr(llm, "low_vram", False)),
             llm_concurrency=llm_concurrency, control_arm=bool(control_arm), **generator_settings(generator),
+            **judge_settings(judge),
         ).validate()
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidParameter("prompt", "is empty: describe the image you want")
+        critic = vision_critic(critic, llm)
+        if judge is not None:
+            check_pairwise(judge)
 
         run_id = run_id_for(run_name) or automatic_run_id()
         progress = _ComfyProgress(cls.hidden.unique_id, config.planned_images, run_id)
@@ -232,7 +267,8 @@ class PromptBeamSearch(io.ComfyNode):
                                     should_stop=progress.should_stop)
         out_root = os.path.join(folder_paths.get_output_directory(), RUNS_SUBFOLDER)
         try:
-            result = BeamSearch(llm, generator, scorer, config, callbacks).run(prompt, out_root, run_id)
+            result = BeamSearch(llm, generator, scorer, config, callbacks, critic=critic, judge=judge).run(
+                prompt, out_root, run_id)
         except Interrupted as exc:
             log.info("Prompt Beam: %s", exc)
             _raise_interrupted()

@@ -6,6 +6,7 @@ LLM = io.Custom("PROMPTBEAM_LLM")               # a PromptEngine (Ollama)
 LORAS = io.Custom("PROMPTBEAM_LORAS")           # a tuple of LoraSpec
 GENERATOR = io.Custom("PROMPTBEAM_GENERATOR")   # a Generator (ComfyUI's sampler, the Flux service, workers)
 SCORER = io.Custom("PROMPTBEAM_SCORER")         # a Scorer (CLIP + aesthetic, local or the vision service)
+JUDGE = io.Custom("PROMPTBEAM_JUDGE")           # a PairwiseJudge (an Ollama vision model, both orders)
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 

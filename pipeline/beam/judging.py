@@ -236,15 +236,22 @@ def recorded_judgements(judgements: Iterable[Mapping]) -> dict:
 
 
 def rank_images(judge, user_prompt: str, images: Sequence, names: Optional[Sequence[str]] = None,
-                budget: Optional[int] = None) -> tuple[list[int], list[dict]]:
+                budget: Optional[int] = None, on_pair: Optional[Callable[[int, int], None]] = None
+                ) -> tuple[list[int], list[dict]]:
     """Rank a batch of images by a pairwise judge alone (the Compare Images node; no scores): every pair in
     order (0 v 1, 0 v 2, ..., 1 v 2, ...), both orders each, skipping pairs the verdicts so far decide, at most
-    `budget` pairs. -> (indices best first: net wins, then batch order; the judgements, as the run record's)."""
+    `budget` pairs. -> (indices best first: net wins, then batch order; the judgements, as the run record's).
+    on_pair(done, total): before each of the n(n-1)/2 pairs (asked or skipped) and once at the end, with the pairs
+    done so far; it may raise to stop (an interrupt), and then no further request is made."""
     names = [str(n) for n in (names or [f"image {i}" for i in range(len(images))])]
     encoded = [judge.encode(image) for image in images]
     graph, judgements = VerdictGraph(), []
+    total, done = len(images) * (len(images) - 1) // 2, 0
+    report = on_pair or (lambda done, total: None)
     for i in range(len(images)):
         for j in range(i + 1, len(images)):
+            report(done, total)
+            done += 1
             if graph.decided(names[i], names[j]) or (budget is not None and len(judgements) >= budget):
                 continue
             started = time.perf_counter()
@@ -254,5 +261,6 @@ def rank_images(judge, user_prompt: str, images: Sequence, names: Optional[Seque
                      **judge.judgement((names[i], names[j]), a_first, b_first, time.perf_counter() - started)}
             graph.add(entry["a"], entry["b"], entry["verdict"])
             judgements.append(entry)
+    report(done, total)
     order = sorted(range(len(images)), key=lambda k: -graph.net_wins(names[k], names))
     return order, judgements
