@@ -22,7 +22,7 @@ if not shutil.which(CHROMIUM):
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
-NAMES = ["beam_search_flux", "beam_then_upscale", "refine_loop_manual", "score_and_select"]
+NAMES = ["beam_search_flux", "beam_search_judged", "beam_then_upscale", "refine_loop_manual", "score_and_select"]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 EDITOR_READY = """() => window.app && window.app.graph && window.LiteGraph &&

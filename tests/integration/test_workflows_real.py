@@ -19,7 +19,7 @@ from tests.integration.conftest import PACK_FOLDER
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
-NAMES = ["beam_search_flux", "beam_then_upscale", "refine_loop_manual", "score_and_select"]
+NAMES = ["beam_search_flux", "beam_search_judged", "beam_then_upscale", "refine_loop_manual", "score_and_select"]
 SIZE = 64
 
 
@@ -48,7 +48,7 @@ def on_this_machine(prompt, ollama_url, clip_dir, aesthetic_path):
         graph[node_id] = {"class_type": "CLIPLoader",
                           "inputs": {"clip_name": "tiny_clip_l.safetensors", "type": "stable_diffusion"}}
     sets = [f"{n}.vae_name=tiny_taef1.safetensors" for n in ids(graph, "VAELoader")]
-    sets += [f"{n}.base_url={ollama_url}" for n in ids(graph, "PromptBeamOllama")]
+    sets += [f"{n}.base_url={ollama_url}" for t in ("PromptBeamOllama", "PromptBeamVLMJudge") for n in ids(graph, t)]
     sets += [s for n in ids(graph, "PromptBeamScorerLoader")
              for s in (f"{n}.clip_model=local-dir:{clip_dir}", f"{n}.aesthetic_model={aesthetic_path}",
                        f"{n}.device=cpu")]
@@ -144,11 +144,12 @@ def test_pack_definitions_seen_offline_match_the_server(comfy_server):
 
 # --- the twins on the server ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["beam_search_flux", "beam_then_upscale", "refine_loop_manual"])
+@pytest.mark.parametrize("name", ["beam_search_flux", "beam_search_judged", "beam_then_upscale", "refine_loop_manual"])
 def test_as_shipped_only_the_missing_model_files_are_refused(comfy_server, fake_ollama, name):
     """On a machine without the Flux files the server names exactly those four inputs, nothing else."""
     graph = twin(name)
-    apply_sets(graph, [f"{n}.base_url={fake_ollama.url}" for n in ids(graph, "PromptBeamOllama")])
+    apply_sets(graph, [f"{n}.base_url={fake_ollama.url}" for t in ("PromptBeamOllama", "PromptBeamVLMJudge")
+                       for n in ids(graph, t)])
     result = comfy_server.post_prompt(graph)
     unet, = ids(graph, "UNETLoader")
     clip, = ids(graph, "DualCLIPLoader")
@@ -178,6 +179,28 @@ def test_beam_search_flux_twin_runs_end_to_end(comfy_server, here):
     assert best_file.parent.name == "promptbeam" and best_file.name.startswith("best_")
     assert Image.open(best_file).size == (SIZE, SIZE)
     assert len(comfy_server.images(entry, finalists)) == 1     # keep_top=1
+
+
+def test_beam_search_judged_twin_runs_with_a_critic_and_a_judge(comfy_server, here, fake_ollama):
+    """The judged workflow as shipped (critic: a second Ollama node on a vision model; the VLM Judge), against the
+    fake Ollama's vision models: the critic sees each parent, the judge decides pairs near the cut, all recorded."""
+    fake_ollama.add_vision_models()
+    graph = here("beam_search_judged")
+    judge, = ids(graph, "PromptBeamVLMJudge")
+    apply_sets(graph, [f"{judge}.margin=5.0", f"{judge}.budget=2"])     # the tiny run's few candidates: all near
+    entry = comfy_server.run(graph, timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    report = json.loads(entry["outputs"][by_title(graph, "Report (JSON)")]["text"][0])
+    assert report["stop_reason"] == "max_iterations" and len(report["candidates"]) == 4
+    assert report["config"]["critic"]["model"] == report["config"]["judge"]["model"] == "qwen2.5vl:7b"
+    parent, = report["iterations"][0]["survivors"]
+    evaluation = next(c for c in report["candidates"] if c["id"] == parent)["evaluation"]
+    assert evaluation["model"] == "qwen2.5vl:7b" and evaluation["analysis"].startswith(f"Image 1 is {SIZE}x{SIZE}")
+    assert report["judgements"] and all(len(j["answers"]) == 2 for j in report["judgements"])
+    kinds = [r["kind"] for r in fake_ollama.vision_requests]
+    assert kinds.count("critic") == 1 and kinds.count("judge") == 2 * len(report["judgements"])
+    best, = comfy_server.images(entry, by_title(graph, "Best image"))
+    assert Image.open(best).size == (SIZE, SIZE)
 
 
 def test_beam_then_upscale_twin_renders_the_winner_at_twice_the_search_size(comfy_server, here):

@@ -13,7 +13,7 @@ from tests.fixtures.comfy import load_pack
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
-NAMES = ["beam_search_flux", "beam_then_upscale", "refine_loop_manual", "score_and_select"]
+NAMES = ["beam_search_flux", "beam_search_judged", "beam_then_upscale", "refine_loop_manual", "score_and_select"]
 
 # The model files the workflows name, by ComfyUI folder (docs/workflows.md tells users where to put them).
 MODEL_FILES = {
