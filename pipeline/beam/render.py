@@ -32,6 +32,24 @@ class RoundRenderer:
         self.score_s = 0.0
         self.concurrency = max(1, int(getattr(generator, "concurrency", 1) or 1))
         self._lock = threading.Lock()
+        self._warnings_seen = 0
+
+    def warm_up(self) -> dict:
+        """Let a generator that compiles (optional `warm_up(request)`) do so at this search's image settings."""
+        warm_up = getattr(self.generator, "warm_up", None)
+        if warm_up is None or not getattr(self.generator, "warm_up_needed", True):
+            return {"seconds": 0.0, "warning": None}
+        c = self.config
+        request = GenerationRequest(prompt="warm-up", seed=0, width=c.width, height=c.height, steps=c.steps,
+                                    guidance=c.guidance, sampler=c.sampler, scheduler=c.scheduler).validate()
+        return warm_up(request)
+
+    def new_warnings(self) -> list[str]:
+        """Lines the generator added to its optional `warnings` list since the last call (smaller batches after
+        running out of memory, a compile that fell back to eager), for the run record."""
+        lines = list(getattr(self.generator, "warnings", None) or [])
+        new, self._warnings_seen = lines[self._warnings_seen:], len(lines)
+        return new
 
     def request_for(self, candidate: Candidate) -> GenerationRequest:
         c = self.config

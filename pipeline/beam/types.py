@@ -29,6 +29,8 @@ class ProgressEvent:
         where = f"round {self.iteration + 1}/{self.iterations}"
         if self.phase == "llm":
             step = "writing prompts"
+        elif self.phase == "compile":
+            step = "compiling Flux (warm-up)"
         elif self.phase == "control":
             step = f"control seed {self.candidate}/{self.candidates}"
         elif self.phase in ("generate", "score") and self.candidate == 0:

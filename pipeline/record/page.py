@@ -369,6 +369,7 @@ def _settings_section(report: dict) -> str:
     timings = report.get("timings") or {}
     timing_rows = [(label, timings.get(key)) for key, label in (
         ("llm_s", "LLM (s)"), ("generate_s", "generation (s)"), ("score_s", "scoring (s)"), ("wall_s", "wall (s)"),
+        ("compile_s", "compile warm-up (s)"),
         ("started_at", "started"), ("updated_at", "updated"))]
     images, llm = report.get("images") or {}, report.get("llm") or {}
     run_rows = [("status", report.get("status")), ("stop reason", report.get("stop_reason")),

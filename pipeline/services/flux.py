@@ -2,7 +2,7 @@
 
     python -m pipeline.services.flux --host 127.0.0.1 --port 8001 [--model ID_OR_PATH] [--base ID_OR_DIR]
         [--out DIR] [--device cuda] [--offload] [--lora PATH[:WEIGHT[:TRIGGER]] ...] [--lora-dir DIR ...]
-        [--queue-depth N] [--keep-images N] [--keep-hours H]
+        [--queue-depth N] [--keep-images N] [--keep-hours H] [--compile [--fp8] [--compile-cache DIR]]
 
 POST /generate {prompt, height, width, steps, guidance, seed, negativePrompt, sampler, scheduler,
                 loras: [{path, trigger, weight}] | [{path, scale}] | ["path", ...], lora_scale | loraScale,
@@ -22,7 +22,10 @@ are replaced by the closest it has and reported in `metadata.adjusted`, never re
 Differences from the seed's service, on purpose: the pipeline loads once at startup (the port opens when the
 model is ready); each LoRA file is loaded once and later requests only switch adapters and weights; a request
 without `seed` gets a random one that is reported in `metadata.seed`; at most --queue-depth requests wait behind
-the one rendering (then 503 with Retry-After); the PNGs are pruned to --keep-images / --keep-hours.
+the one rendering (then 503 with Retry-After); the PNGs are pruned to --keep-images / --keep-hours. With
+--compile the service compiles Flux once at start, at 1024x1024 (the port opens after that); another size compiles
+once at its first request, and a request with other LoRAs than the last one compiles again (LoRA weights are part
+of the compiled code).
 """
 from __future__ import annotations
 
@@ -89,6 +92,15 @@ class GenerateBody(BaseModel):
         if value and any(isinstance(item, str) and not item.strip() for item in value):
             raise ValueError("a LoRA path is empty")
         return value
+
+
+def output_name(seed: int, now_ns: Optional[int] = None) -> str:
+    """flux_<local date-time>_<nanoseconds>_<seed>.png from ONE clock read, so names sort in the order the images
+    were saved (two reads, one for the second and one for its fraction, can straddle a second boundary and
+    name a newer file before an older one)."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    seconds, fraction = divmod(now_ns, 10**9)
+    return f"flux_{time.strftime('%Y%m%d-%H%M%S', time.localtime(seconds))}_{fraction:09d}_{seed}.png"
 
 
 def _error(status: int, field: str, message: str, headers: Optional[dict] = None):
@@ -196,7 +208,7 @@ def create_app(generator, out_dir: str | os.PathLike, default_loras=(), lora_dir
             return _error(422, "loras", str(exc))
         except GenerationFailed as exc:
             return _error(500, "generate", str(exc))
-        path = out / f"flux_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns() % 10**9:09d}_{seed}.png"
+        path = out / output_name(seed)
         metadata = {**result.metadata, "prompt": result.prompt, "seed": seed, "seconds": round(result.seconds, 3),
                     "negativePrompt": body.negativePrompt}
         if adjusted:
@@ -237,6 +249,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"keep only the newest N PNGs in --out, 0 = keep all (default {DEFAULT_KEEP_IMAGES})")
     parser.add_argument("--keep-hours", type=float, default=None, metavar="H",
                         help="also delete PNGs in --out older than H hours (default: no age limit)")
+    parser.add_argument("--compile", action="store_true", help="compile Flux's transformer blocks at start")
+    parser.add_argument("--fp8", action="store_true", help="with --compile: float8 weights (torchao; fp8 GPUs)")
+    parser.add_argument("--compile-cache", dest="compile_cache", default=None, metavar="DIR",
+                        help="compiled kernels kept between starts (default: $PROMPTBEAM_COMPILE_CACHE, else "
+                             "~/.cache/promptbeam/compile)")
     args = parser.parse_args(argv)
     args.loras = [LoraSpec.parse_cli(text) for text in args.lora] if args.lora else list(settings.flux_loras)
     if not args.lora_dirs:
@@ -262,7 +279,12 @@ def main(argv=None) -> int:
     try:
         # The default LoRAs load now: a bad one stops the service at startup, not at its first request.
         generator = DiffusersFluxGenerator(args.model, base=args.base, device=args.device, dtype=args.dtype,
-                                           offload=args.offload, max_batch=1, loras=args.loras)
+                                           offload=args.offload, max_batch=1, loras=args.loras,
+                                           compile=args.compile, fp8=args.fp8, compile_cache=args.compile_cache)
+        if generator.warm_up_needed:
+            done = generator.warm_up(GenerationRequest("warm-up", seed=0, steps=28 if generator.guidance_embeds else 4))
+            print(f"Flux service: compiled in {done['seconds']:.1f} s (cache {generator.speed.cache_dir})"
+                  if not done["warning"] else f"warning: {done['warning']}", flush=True)
     except PromptBeamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidParameter) else 1
