@@ -159,7 +159,7 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc.__cause__ if isinstance(exc, GenerationFailed) and exc.__cause__ is not None else exc
 
 
-class _OutOfMemory(GenerationFailed):
+class OutOfGPUMemory(GenerationFailed):
     """A pipeline call ran out of GPU memory: generate() splits its batch, or fails the one request."""
 
 
@@ -312,7 +312,7 @@ class DiffusersFluxGenerator:
                 batch = [dataclasses.replace(request, prompt=f"warm-up {i}", seed=i) for i in range(size)]
                 try:
                     self._render(batch, _StepReporter(size, None, None), compiling=True)
-                except _OutOfMemory:
+                except OutOfGPUMemory:
                     if size > 1:                  # batches of one only: nothing more to warm up
                         self._smaller_batches(size, 1, request)
                     break
@@ -404,7 +404,7 @@ class DiffusersFluxGenerator:
             reporter.check()
             try:
                 rendered = self._render([requests[i] for i in chunk], reporter)
-            except _OutOfMemory as exc:
+            except OutOfGPUMemory as exc:
                 if len(chunk) == 1:           # it does not fit alone: only this request fails
                     exc.completed = {i: r for i, r in enumerate(results) if r is not None}
                     raise
@@ -484,7 +484,7 @@ class DiffusersFluxGenerator:
             if _is_oom(exc):
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                raise _OutOfMemory(
+                raise OutOfGPUMemory(
                     f"out of GPU memory rendering {len(batch)} image(s) at {first.width}x{first.height}: enable "
                     "offload (--offload / offload=True) or render smaller images") from exc
             raise GenerationFailed(f"Flux generation failed: {type(exc).__name__}: {exc}") from exc
