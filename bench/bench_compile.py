@@ -83,6 +83,16 @@ def main():
     log("bs4_per_image_s", round(bs4 / 4, 4))
     generator.generate(requests[:3])
     log("graphs_compiled_after_warm_up", unique_graphs() - graphs)
+    if MODE != "eager" and os.environ.get("OTHER_SIZE") != "0":
+        # Another image size: one more compile (the image token count becomes dynamic), then none.
+        other = [GenerationRequest(prompt=PROMPTS[0], seed=1, width=SIZE // 2, height=SIZE // 2, steps=STEPS)]
+        graphs = unique_graphs()
+        _sync()
+        started = time.perf_counter()
+        generator.generate(other)
+        _sync()
+        log("other_size_first_call_s", round(time.perf_counter() - started, 2))
+        log("other_size_graphs_compiled", unique_graphs() - graphs)
     if DEVICE == "cuda":
         log("peak_mem_GB", round(torch.cuda.max_memory_allocated() / 2**30, 1))
     result.print_final()
