@@ -69,6 +69,20 @@ def main():
     if MODE == "eager":
         generator.generate(requests[:1])                                # the first call, for comparison
         log("first_call_s", round(time.perf_counter() - started, 2))
+    elif os.environ.get("STEPWISE") == "1":
+        # Batch 1 first and measured before the batch-2 compile starts: a run stopped at its time limit (fp8
+        # compiles for minutes when cold) still has its batch-1 numbers.
+        generator.max_batch = 1
+        done = generator.warm_up(requests[0])
+        _sync()
+        log("warm_up_bs1_s", round(time.perf_counter() - started, 2))
+        log("bs1_s", median_seconds(lambda: generator.generate(requests[:1]), REPEATS))
+        generator.max_batch = 4
+        started = time.perf_counter()
+        done = generator.warm_up(requests[0])
+        _sync()
+        log("warm_up_bs2_s", round(time.perf_counter() - started, 2))
+        log("warm_up_warning", done["warning"])
     else:
         done = generator.warm_up(requests[0])
         _sync()
