@@ -45,6 +45,7 @@ from ..generation.protocol import GenerationRequest
 from ..record.pnginfo import save_png
 from .compat import adjust_sampler, adjust_scheduler
 from .confine import AllowedRoots, OutsideRoots
+from .guard import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, RequestGuard, guarded_http
 from .load import Busy, RenderQueue, prune_outputs
 from .protocol import encode_image
 
@@ -53,6 +54,7 @@ _FIELD_NAMES = {"negative": "negativePrompt"}
 OUTPUT_PATTERN = "flux_*.png"          # retention only ever deletes the service's own files
 DEFAULT_QUEUE_DEPTH = 16
 DEFAULT_KEEP_IMAGES = 1000
+DEFAULT_MAX_BODY_MB = 1.0              # a prompt and a LoRA list: kilobytes
 
 
 class LoraBody(BaseModel):
@@ -147,7 +149,8 @@ def request_loras(body: GenerateBody, default_loras: list, lora_roots: AllowedRo
 
 def create_app(generator, out_dir: str | os.PathLike, default_loras=(), lora_dirs=("loras",),
                queue_depth: int = DEFAULT_QUEUE_DEPTH, keep_images: Optional[int] = DEFAULT_KEEP_IMAGES,
-               keep_hours: Optional[float] = None):
+               keep_hours: Optional[float] = None, max_body_mb: float = DEFAULT_MAX_BODY_MB,
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S):
     """FastAPI app around a ready DiffusersFluxGenerator. Renders run one at a time in a worker thread, queued on
     the event loop (pipeline.services.load), so /health answers while an image renders."""
     from fastapi import FastAPI
@@ -159,6 +162,8 @@ def create_app(generator, out_dir: str | os.PathLike, default_loras=(), lora_dir
     queue = RenderQueue(queue_depth, what="render")
     max_age_s = keep_hours * 3600 if keep_hours is not None else None
     app = FastAPI(title="Prompt Beam Flux service")
+    app.add_middleware(RequestGuard, queue=queue, paths=("/generate",), max_body_bytes=int(max_body_mb * 2**20),
+                       body_timeout_s=body_timeout_s)
 
     @app.get("/health")
     async def health() -> dict:
@@ -249,6 +254,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"keep only the newest N PNGs in --out, 0 = keep all (default {DEFAULT_KEEP_IMAGES})")
     parser.add_argument("--keep-hours", type=float, default=None, metavar="H",
                         help="also delete PNGs in --out older than H hours (default: no age limit)")
+    parser.add_argument("--max-body-mb", dest="max_body_mb", type=float, default=DEFAULT_MAX_BODY_MB, metavar="MB",
+                        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_MB:g})")
+    parser.add_argument("--header-timeout", dest="header_timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                        metavar="S", help="a request head slower than this gets 408 and the connection is closed "
+                                          f"(default {DEFAULT_HEADER_TIMEOUT_S:g})")
+    parser.add_argument("--body-timeout", dest="body_timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
+                        metavar="S", help=f"a request body slower than this gets 408 (default "
+                                          f"{DEFAULT_BODY_TIMEOUT_S:g})")
     parser.add_argument("--compile", action="store_true", help="compile Flux's transformer blocks at start")
     parser.add_argument("--fp8", action="store_true", help="with --compile: float8 weights (torchao; fp8 GPUs)")
     parser.add_argument("--compile-cache", dest="compile_cache", default=None, metavar="DIR",
@@ -261,7 +274,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
         args.lora_dirs = default_lora_dirs()
     for flag, value in (("--queue-depth", args.queue_depth), ("--keep-images", args.keep_images),
-                        ("--keep-hours", args.keep_hours)):
+                        ("--keep-hours", args.keep_hours), ("--max-body-mb", args.max_body_mb),
+                        ("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)):
         if value is not None and value < 0:
             parser.error(f"{flag} must be >= 0, got {value}")
     return args
@@ -290,9 +304,10 @@ def main(argv=None) -> int:
         return 2 if isinstance(exc, InvalidParameter) else 1
     app = create_app(generator, args.out, default_loras=args.loras, lora_dirs=args.lora_dirs,
                      queue_depth=args.queue_depth, keep_images=args.keep_images or None,
-                     keep_hours=args.keep_hours or None)
+                     keep_hours=args.keep_hours or None, max_body_mb=args.max_body_mb,
+                     body_timeout_s=args.body_timeout)
     print(f"Flux service: {args.model} on {generator.device} at http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=guarded_http(args.header_timeout))
     return 0
 
 

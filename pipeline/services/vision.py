@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import InvalidParameter, PromptBeamError
 from .confine import AllowedRoots, OutsideRoots
+from .guard import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, RequestGuard, guarded_http
 from .load import Busy, RenderQueue
 from .vision_batch import ScoreBody, decode_images
 
@@ -45,6 +46,7 @@ MAX_DOWNLOAD_BYTES = 64 << 20        # a generated image is a few MB; refuse to 
 FETCH_TIMEOUT_S = 10.0               # the seed's timeout for imageUrl
 DEFAULT_ALLOW_DIRS = ("output",)     # the Flux service's --out default (output/flux) and the seed app's output/
 DEFAULT_QUEUE_DEPTH = 32
+DEFAULT_MAX_BODY_MB = 256.0          # a round of images as float32 (16 MB each at 1024², in base64) or PNGs
 
 
 class AnalyzeBody(BaseModel):
@@ -55,7 +57,8 @@ class AnalyzeBody(BaseModel):
     prompt: Optional[str] = None
 
 
-def create_app(scorer, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT_QUEUE_DEPTH) -> FastAPI:
+def create_app(scorer, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT_QUEUE_DEPTH,
+               max_body_mb: float = DEFAULT_MAX_BODY_MB, body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> FastAPI:
     """The HTTP app around a loaded Scorer. Scoring runs in a worker thread, one call at a time, queued on the
     event loop (pipeline.services.load), so /health answers while images are scored."""
     from fastapi.responses import JSONResponse
@@ -63,6 +66,8 @@ def create_app(scorer, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT
     app = FastAPI(title="Prompt Beam vision service")
     roots = AllowedRoots(allow_dirs, "--allow-dir")
     queue = RenderQueue(queue_depth, what="scoring call")
+    app.add_middleware(RequestGuard, queue=queue, paths=("/analyze", "/score"),
+                       max_body_bytes=int(max_body_mb * 2**20), body_timeout_s=body_timeout_s)
 
     async def in_turn(work):
         try:
@@ -239,9 +244,19 @@ def parse_args(argv=None, env=None) -> argparse.Namespace:
     parser.add_argument("--queue-depth", type=int, default=DEFAULT_QUEUE_DEPTH, metavar="N",
                         help=f"requests that may wait behind the one being scored; more get 503 + Retry-After "
                              f"(default {DEFAULT_QUEUE_DEPTH})")
+    parser.add_argument("--max-body-mb", dest="max_body_mb", type=float, default=DEFAULT_MAX_BODY_MB, metavar="MB",
+                        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_MB:g})")
+    parser.add_argument("--header-timeout", dest="header_timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                        metavar="S", help="a request head slower than this gets 408 and the connection is closed "
+                                          f"(default {DEFAULT_HEADER_TIMEOUT_S:g})")
+    parser.add_argument("--body-timeout", dest="body_timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
+                        metavar="S", help=f"a request body slower than this gets 408 (default "
+                                          f"{DEFAULT_BODY_TIMEOUT_S:g})")
     args = parser.parse_args(argv)
-    if args.queue_depth < 0:
-        parser.error(f"--queue-depth must be >= 0, got {args.queue_depth}")
+    for flag, value in (("--queue-depth", args.queue_depth), ("--max-body-mb", args.max_body_mb),
+                        ("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)):
+        if value < 0:
+            parser.error(f"{flag} must be >= 0, got {value}")
     args.allow_dirs = args.allow_dirs or list(DEFAULT_ALLOW_DIRS)
     return args
 
@@ -261,10 +276,11 @@ def main(argv=None) -> int:
     info = scorer.describe()
     print(f"Vision service: {info['clip_model']} + {info['aesthetic_model']} on {info['device']} "
           f"at http://{args.host}:{args.port}", flush=True)
-    app = create_app(scorer, allow_dirs=args.allow_dirs, queue_depth=args.queue_depth)
+    app = create_app(scorer, allow_dirs=args.allow_dirs, queue_depth=args.queue_depth, max_body_mb=args.max_body_mb,
+                     body_timeout_s=args.body_timeout)
     print(f"Vision service: imagePath allowed under {', '.join(os.path.realpath(d) for d in args.allow_dirs)}",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=guarded_http(args.header_timeout))
     return 0
 
 
