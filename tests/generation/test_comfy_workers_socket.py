@@ -1,7 +1,6 @@
 """The worker pool follows each prompt over the worker's websocket (ComfyUI's executing / executed /
 execution_error messages) and fetches the image as soon as the output node names it; when the websocket is
 missing, breaks mid-render or stays silent, polling /history takes over and the images are the same."""
-import threading
 
 import pytest
 

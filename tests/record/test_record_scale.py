@@ -2,14 +2,12 @@
 not timed), report.json is a valid snapshot at every moment, a killed process loses nothing it had recorded, a
 torn journal line is only the change in flight, and replaying the journal twice changes nothing."""
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from pipeline.record.candidate import Candidate
 from pipeline.record.journal import JOURNAL_NAME, SNAPSHOT_DIVISOR, load_report

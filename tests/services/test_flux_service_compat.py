@@ -7,7 +7,6 @@ scheduler} (plus `sampler` from the UI's settings), and the orchestrator's LoRA 
 `loraScale`.
 """
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
