@@ -128,6 +128,9 @@ class SearchRun:
             self.report_progress(len(self.iterations), "compile", 0, 0)
         done = self.renderer.warm_up()
         self._compile_s += done["seconds"]
+        if done["seconds"] or done.get("warning"):     # what it compiled (or why not) belongs in the config
+            self.record.update(config={**self.record.report["config"],
+                                       "generator": self.renderer.generator.describe()})
         if done.get("warning"):
             self.record.warn(done["warning"])
         self._save_timings()
@@ -257,7 +260,7 @@ class SearchRun:
         if images is None:
             self.report_progress(plan.iteration, "generate", self._round_position, count)
             images = self.renderer.generate(todo)
-        self._record_generator_warnings()
+        self._record_generator_warnings()           # e.g. batches made smaller after running out of memory
         self._flush()                                 # the batch before this one: its PNGs had the GPU's time
         self.report_progress(plan.iteration, "score", self._round_position, count)
         self.renderer.score(todo, images)

@@ -23,7 +23,7 @@ Differences from the seed's service, on purpose: the pipeline loads once at star
 model is ready); each LoRA file is loaded once and later requests only switch adapters and weights; a request
 without `seed` gets a random one that is reported in `metadata.seed`; at most --queue-depth requests wait behind
 the one rendering (then 503 with Retry-After); the PNGs are pruned to --keep-images / --keep-hours. With
---compile the service compiles Flux once at start, at 1024x1024 (the port opens after that); another size compiles
+--compile the service compiles Flux once at start, at --compile-size (1024x1024; the port opens after that); another size compiles
 once at its first request, and a request with other LoRAs than the last one compiles again (LoRA weights are part
 of the compiled code).
 """
@@ -173,7 +173,7 @@ def create_app(generator, out_dir: str | os.PathLike, default_loras=(), lora_dir
                 "loras": [{"file": l.file, "adapter": l.adapter} for l in generator.loaded_loras],
                 "active_loras": info["loras"], "lora_loads": generator.lora_loads,
                 "default_loras": [vars(l) for l in default_loras], "lora_dirs": [str(d) for d in lora_roots],
-                "out": str(out), "queue": queue.describe(),
+                "out": str(out), "queue": queue.describe(), "speed": info.get("speed"),
                 "retention": {"keep_images": keep_images, "keep_hours": keep_hours}}
 
     @app.get("/download/status")
@@ -264,11 +264,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                                           f"{DEFAULT_BODY_TIMEOUT_S:g})")
     parser.add_argument("--compile", action="store_true", help="compile Flux's transformer blocks at start")
     parser.add_argument("--fp8", action="store_true", help="with --compile: float8 weights (torchao; fp8 GPUs)")
+    parser.add_argument("--compile-size", dest="compile_size", default="1024x1024", metavar="WxH",
+                        help="the image size compiled at start (default 1024x1024; other sizes compile at their "
+                             "first request)")
     parser.add_argument("--compile-cache", dest="compile_cache", default=None, metavar="DIR",
                         help="compiled kernels kept between starts (default: $PROMPTBEAM_COMPILE_CACHE, else "
                              "~/.cache/promptbeam/compile)")
     args = parser.parse_args(argv)
     args.loras = [LoraSpec.parse_cli(text) for text in args.lora] if args.lora else list(settings.flux_loras)
+    try:
+        args.compile_width, args.compile_height = (int(n) for n in args.compile_size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--compile-size must be WIDTHxHEIGHT, e.g. 1024x1024, got {args.compile_size!r}")
     if not args.lora_dirs:
         from ..generation.loras import default_lora_dirs
 
@@ -296,7 +303,9 @@ def main(argv=None) -> int:
                                            offload=args.offload, max_batch=1, loras=args.loras,
                                            compile=args.compile, fp8=args.fp8, compile_cache=args.compile_cache)
         if generator.warm_up_needed:
-            done = generator.warm_up(GenerationRequest("warm-up", seed=0, steps=28 if generator.guidance_embeds else 4))
+            done = generator.warm_up(GenerationRequest("warm-up", seed=0, width=args.compile_width,
+                                                       height=args.compile_height,
+                                                       steps=28 if generator.guidance_embeds else 4))
             print(f"Flux service: compiled in {done['seconds']:.1f} s (cache {generator.speed.cache_dir})"
                   if not done["warning"] else f"warning: {done['warning']}", flush=True)
     except PromptBeamError as exc:
