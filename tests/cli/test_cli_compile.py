@@ -7,17 +7,18 @@ import pytest
 from tests.cli.test_cli_search import cli, cli_env, models, only_run_dir, read_report, summary  # noqa: F401
 
 
-def test_search_compile_warms_up_before_round_zero_and_records_the_time(fake_ollama, models, tmp_path):
+def test_search_compile_warms_up_before_round_zero_and_records_the_time(fake_ollama, models, tmp_path,
+                                                                       compile_cache):
     out = tmp_path / "runs"
     result = cli("search", "a lighthouse at dusk", "--ollama-url", fake_ollama.url, *models, "--beam-width", 2,
-                 "--keep-top", 1, "--iterations", 2, "--compile", "--compile-cache", tmp_path / "cache",
+                 "--keep-top", 1, "--iterations", 2, "--compile", "--compile-cache", compile_cache,
                  "--out", out, timeout=900)
     assert result.returncode == 0, result.stderr
     report = read_report(only_run_dir(out))
     assert report["timings"]["compile_s"] > 0 and report["warnings"] == []
     speed = report["config"]["generator"]["speed"]
     assert speed["status"] == "compiled" and speed["warmed"] == [[64, 64, 1], [64, 64, 2]]
-    assert speed["cache_dir"] == str(tmp_path / "cache") and any((tmp_path / "cache").rglob("*"))
+    assert speed["cache_dir"] == str(compile_cache) and any(compile_cache.rglob("*"))
     assert summary(result.stdout)["compile"].endswith("s warm-up before round 0")
     assert "--compile: Flux compiles before round 0" in result.stderr
 

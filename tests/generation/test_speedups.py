@@ -16,12 +16,6 @@ def compiled_graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-@pytest.fixture(scope="session")
-def compile_cache(tmp_path_factory):
-    """One inductor cache for the session's compile tests (the CLI test reuses what this one built)."""
-    return tmp_path_factory.mktemp("compile-cache")
-
-
 def test_compile_warms_up_at_two_batch_sizes_then_never_recompiles(tiny_flux_dir, tiny_generator, compile_cache):
     generator = DiffusersFluxGenerator(str(tiny_flux_dir), device="cpu", compile=True,
                                        compile_cache=str(compile_cache))
