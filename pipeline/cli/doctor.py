@@ -193,7 +193,6 @@ def run(args: argparse.Namespace) -> int:
         report("captions", check_ollama, url, args.caption_model, "--caption-model")
     report("torch", check_torch)
     report("packages", check_packages)
-    report("fp8", check_fp8)
     try:
         urls = remote.service_urls(args, {})
     except InvalidParameter as exc:
@@ -205,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
             report(label, lambda found=finding: found)
     elif urls["flux_url"]:                    # search would use the Flux service: check it, not local model files
         report("flux", remote.inspect_service, "flux", urls["flux_url"])
-    else:
+    else:                                     # Flux in this process: --fp8 would apply here
+        report("fp8", check_fp8)
         report("flux", resolve_model, "generation", "resolve_flux", args.flux or settings.flux_model, args.flux_base)
         report("loras", check_loras, args.lora, settings)
     if urls["vision_url"]:
