@@ -8,7 +8,8 @@ pack bench/bench_pack (a Flux-schnell-size random-weight MODEL, context 768 so a
 random CLIP-L / TAESD files written by tests/integration/build_tiny_models.py. The render workflow is the shipped
 workflows/api/render_flux_worker.json with those loaders in place of UNETLoader / DualCLIPLoader / VAELoader.
 A round is N=4 requests of 1024², 4 steps, euler, each with its own prompt and seed, sent as one generate() call
-(the pool spreads them over its workers); the median of ROUNDS rounds after one warm-up round is reported.
+(the pool spreads them over its workers); the median of ROUNDS rounds after one warm-up round is reported. One
+worker is measured twice: following each prompt over its websocket (the pool's default) and by polling /history.
 """
 import json
 import os
@@ -111,6 +112,9 @@ def main() -> None:
             results.log(f"server{gpu}_startup_s", round(time.perf_counter() - started, 1))
         urls = [url for url, _ in servers]
         results.log("one_worker", time_rounds(ComfyWorkerPool(urls[:1], str(workflow_path))))
+        # The same worker followed by polling /history every 0.2 s, as the pool did before the websocket.
+        results.log("one_worker_polling", time_rounds(ComfyWorkerPool(urls[:1], str(workflow_path),
+                                                                      use_websocket=False)))
         if len(urls) > 1:
             results.log("two_workers", time_rounds(ComfyWorkerPool(urls, str(workflow_path))))
             results.log("round_wall_ratio_two_over_one",

@@ -3,6 +3,10 @@
 Generation is one `generator.generate` call for the whole round; if that batch fails, each request is retried
 alone so a single bad candidate is isolated and recorded as failed instead of sinking its round. Scoring is one
 `scorer.score` call (one CLIP forward), with the same per-candidate fallback.
+
+An image with NaN or infinite values, or entirely black (what a VAE that produced NaN leaves once the image is
+saved as 8-bit, e.g. by a ComfyUI worker), fails its candidate with a reason naming it: it is never scored, so it
+can never be chosen. It is not rendered again: the same seed gives the same image.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import torch
 from ..errors import GenerationFailed, Interrupted, ScoringFailed
 from ..generation.protocol import GenerationRequest
 from .config import BeamConfig
-from .types import STAGE_GENERATE, STAGE_SCORE, STATUS_OK, Candidate, SearchCallbacks, StopRequested
+from .types import (STAGE_GENERATE, STAGE_SCORE, STATUS_FAILED, STATUS_OK, Candidate, SearchCallbacks,
+                    StopRequested)
 
 
 class RoundRenderer:
@@ -32,6 +37,24 @@ class RoundRenderer:
         self.score_s = 0.0
         self.concurrency = max(1, int(getattr(generator, "concurrency", 1) or 1))
         self._lock = threading.Lock()
+        self._warnings_seen = 0
+
+    def warm_up(self) -> dict:
+        """Let a generator that compiles (optional `warm_up(request)`) do so at this search's image settings."""
+        warm_up = getattr(self.generator, "warm_up", None)
+        if warm_up is None or not getattr(self.generator, "warm_up_needed", True):
+            return {"seconds": 0.0, "warning": None}
+        c = self.config
+        request = GenerationRequest(prompt="warm-up", seed=0, width=c.width, height=c.height, steps=c.steps,
+                                    guidance=c.guidance, sampler=c.sampler, scheduler=c.scheduler).validate()
+        return warm_up(request)
+
+    def new_warnings(self) -> list[str]:
+        """Lines the generator added to its optional `warnings` list since the last call (smaller batches after
+        running out of memory, a compile that fell back to eager), for the run record."""
+        lines = list(getattr(self.generator, "warnings", None) or [])
+        new, self._warnings_seen = lines[self._warnings_seen:], len(lines)
+        return new
 
     def request_for(self, candidate: Candidate) -> GenerationRequest:
         c = self.config
@@ -48,11 +71,11 @@ class RoundRenderer:
         self.check_stop()
         images = self._generate_batch(candidates, requests)
         self.check_stop()
-        if images is not None and len(images) == len(candidates):
+        if images is not None and all(c.id in images or c.status == STATUS_FAILED for c in candidates):
             return images
         images = images or {}     # the images the failed batch did render are kept, not rendered again
         for candidate, request in zip(candidates, requests):
-            if candidate.id in images:
+            if candidate.id in images or candidate.status == STATUS_FAILED:     # a broken image: not again
                 continue
             self.check_stop()
             try:
@@ -71,7 +94,7 @@ class RoundRenderer:
                                               should_stop=self.should_stop)
             if len(results) != len(requests):
                 raise GenerationFailed(f"the generator returned {len(results)} images for {len(requests)} requests")
-            return {c.id: _rendered(c, r) for c, r in zip(candidates, results)}
+            return _usable({c.id: _rendered(c, r) for c, r in zip(candidates, results)}, candidates)
         except Interrupted:
             raise StopRequested() from None
         except (StopRequested, KeyboardInterrupt):
@@ -80,8 +103,8 @@ class RoundRenderer:
             if raise_errors:
                 raise
             completed = getattr(exc, "completed", None) or {}
-            return {candidates[i].id: _rendered(candidates[i], r) for i, r in completed.items()
-                    if 0 <= i < len(candidates)}
+            return _usable({candidates[i].id: _rendered(candidates[i], r) for i, r in completed.items()
+                            if 0 <= i < len(candidates)}, candidates)
         finally:
             with self._lock:
                 self.generate_s += time.perf_counter() - started
@@ -141,6 +164,32 @@ def _rendered(candidate: Candidate, result) -> torch.Tensor:
         candidate.render = dict(metadata["render"])
     candidate.negative_ignored = bool(candidate.negative and metadata.get("negative_ignored"))
     return _as_hwc(result.image)
+
+
+def _usable(images: dict, candidates) -> dict:
+    """The images that are real pictures; a candidate whose image is broken fails here, with the reason."""
+    by_id = {c.id: c for c in candidates}
+    for candidate_id, image in list(images.items()):
+        fault = image_fault(image)
+        if fault:
+            by_id[candidate_id].fail(STAGE_GENERATE, GenerationFailed(fault))
+            del images[candidate_id]
+    return images
+
+
+def image_fault(image: torch.Tensor) -> Optional[str]:
+    """Why an [H, W, 3] image in [0, 1] cannot be a candidate (NaN, infinite or all-black pixels), else None."""
+    nan = int(torch.isnan(image).sum())
+    infinite = int(torch.isinf(image).sum())
+    if nan or infinite:
+        what = " and ".join(part for part in (f"{nan} NaN" if nan else "", f"{infinite} infinite" if infinite else "")
+                            if part)
+        return (f"the image has {what} values of {image.numel()}: the model or its VAE produced NaN (often fp16 "
+                "overflow, or a broken checkpoint or LoRA); it is not scored")
+    if image.numel() and not bool(image.any()):
+        return ("the image is all black (every pixel 0), as a VAE that produced NaN leaves it once saved as 8-bit: "
+                "check the VAE (run it in bf16 or fp32) and the model; it is not scored")
+    return None
 
 
 def _as_hwc(image: torch.Tensor) -> torch.Tensor:

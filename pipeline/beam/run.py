@@ -71,6 +71,7 @@ class SearchRun:
         self._llm_at_start = dict(record.report["llm"])
         self._round_timings: list = list(record.report["timings"].get("rounds", []))
         self._beam_stopped = False     # set once the rounds are over: no further round counts in images_total
+        self._compile_s = 0.0          # the generator's compile warm-up in this process
         self._round = None             # the RoundStream in flight, for images_total
 
     # ---- stop checks --------------------------------------------------------------------------------------------
@@ -86,6 +87,7 @@ class SearchRun:
         stop_reason, status = None, "finished"
         try:
             control = self.record.report.get("control")
+            self._warm_up()
             if control and control.get("beam_stop_reason"):
                 stop_reason = control["beam_stop_reason"]     # resumed inside the control arm: the beam is done
             else:
@@ -126,6 +128,24 @@ class SearchRun:
             f"the record is in {self.record.run_dir}")
         self._close(stop_reason, "failed", str(failure))
         raise failure
+
+    def _warm_up(self) -> None:
+        """A generator that compiles (diffusers --compile) does so before round 0, at the search's size, so no round
+        waits on a compile. Its seconds go to timings.compile_s; a compile that fell back to eager is a warning."""
+        if getattr(self.renderer.generator, "warm_up_needed", False):
+            self.report_progress(len(self.iterations), "compile", 0, 0)
+        done = self.renderer.warm_up()
+        self._compile_s += done["seconds"]
+        if done["seconds"] or done.get("warning"):     # what it compiled (or why not) belongs in the config
+            self.record.update(config={**self.record.report["config"],
+                                       "generator": self.renderer.generator.describe()})
+        if done.get("warning"):
+            self.record.warn(done["warning"])
+        self._save_timings()
+
+    def _record_generator_warnings(self) -> None:
+        for line in self.renderer.new_warnings():
+            self.record.warn(line)
 
     def _rounds(self) -> str:
         while True:
@@ -253,6 +273,7 @@ class SearchRun:
         if images is None:
             self.report_progress(plan.iteration, "generate", self._round_position, count)
             images = self.renderer.generate(todo)
+        self._record_generator_warnings()           # e.g. batches made smaller after running out of memory
         self._flush()                                 # the batch before this one: its PNGs had the GPU's time
         self.report_progress(plan.iteration, "score", self._round_position, count)
         self.renderer.score(todo, images)
@@ -423,6 +444,7 @@ class SearchRun:
         if self.judging is not None:
             timings["judge_s"] = base.get("judge_s", 0.0) + self._judge_s
         timings["wall_s"] = base["wall_s"] + (time.monotonic() - self._started)
+        timings["compile_s"] = base.get("compile_s", 0.0) + self._compile_s
         timings["rounds"] = list(self._round_timings)
         start = self._llm_at_start
         self.record.report["llm"] = {

@@ -31,6 +31,8 @@ class ProgressEvent:
             step = "writing prompts"
         elif self.phase == "judge":
             step = "judging near the cut"
+        elif self.phase == "compile":
+            step = "compiling Flux (warm-up)"
         elif self.phase == "control":
             step = f"control seed {self.candidate}/{self.candidates}"
         elif self.phase in ("generate", "score") and self.candidate == 0:

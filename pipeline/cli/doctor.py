@@ -127,6 +127,29 @@ def check_torch() -> Finding:
                 f"{slow}; for an NVIDIA GPU install a CUDA build of torch (https://pytorch.org)")
 
 
+def check_fp8() -> Finding:
+    """--fp8 (optional): does the installed torchao match torch, and does the GPU have fp8? Which torchao to get."""
+    import torch
+
+    from ..generation.speedups import FP8_MIN_CAPABILITY, torchao_for, torchao_problem
+
+    wanted = torchao_for(torch.__version__)
+    problem = torchao_problem(torch.__version__)
+    if not torch.cuda.is_available():
+        return ok("not used here: --fp8 needs an NVIDIA GPU with fp8 (Ada, Hopper or newer)")
+    capability = torch.cuda.get_device_capability(0)
+    name = f"{torch.cuda.get_device_name(0)} (compute capability {capability[0]}.{capability[1]})"
+    if capability < FP8_MIN_CAPABILITY:
+        return warn(f"{name} has no fp8: --fp8 is not available on this GPU", "leave --fp8 out (--compile still helps)")
+    if problem:
+        fix = f"pip install torchao=={wanted}" if wanted else "install the torchao release built for this torch"
+        return warn(f"{name} has fp8, but {problem.split(':')[0]}", f"{fix} to use --fp8")
+    from importlib import metadata
+
+    return ok(f"torchao {metadata.version('torchao')} matches torch {torch.__version__}; {name} has fp8: "
+              "--compile --fp8 available")
+
+
 def check_packages() -> Finding:
     """Installed or not, from package metadata: importing diffusers/open_clip here would cost seconds."""
     from importlib import metadata, util
@@ -182,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
             report(label, lambda found=finding: found)
     elif urls["flux_url"]:                    # search would use the Flux service: check it, not local model files
         report("flux", remote.inspect_service, "flux", urls["flux_url"])
-    else:
+    else:                                     # Flux in this process: --fp8 would apply here
+        report("fp8", check_fp8)
         report("flux", resolve_model, "generation", "resolve_flux", args.flux or settings.flux_model, args.flux_base)
         report("loras", check_loras, args.lora, settings)
     if urls["vision_url"]:

@@ -45,6 +45,8 @@ def model_settings(args: argparse.Namespace, recorded: dict, env: Settings) -> d
             "worker_timeout": getattr(args, "worker_timeout", None),
             "true_cfg": pick("true_cfg", None),
             **scorers.scorer_settings(args, recorded),
+            "compile": bool(getattr(args, "compile", False)), "fp8": bool(getattr(args, "fp8", False)),
+            "compile_cache": getattr(args, "compile_cache", None),
             **backend_urls(args, recorded)}
 
 
@@ -63,11 +65,27 @@ def check_models(settings: dict, lora_flag: str) -> None:
             raise InvalidParameter("offload", "moves Flux's parts to the GPU only while they run; this run is on "
                                               "the CPU")
     scorers.check_scorer_settings(settings, models=not settings.get("vision_url"))
+    check_speed_flags(settings)
     if settings.get("vision_url"):         # the vision service has loaded its own models
         return
     checks.check_clip(settings["clip"], flag="clip")
     checks.check_aesthetic(settings["aesthetic"], flag="aesthetic")
     checks.check_head_fits_clip(settings["aesthetic"], settings["clip"], flag="aesthetic")
+
+
+def check_speed_flags(settings: dict) -> None:
+    """--compile / --fp8 speed up the in-process diffusers generator only; --fp8 needs a GPU with fp8 and torchao."""
+    if not (settings.get("compile") or settings.get("fp8")):
+        return
+    elsewhere = "--comfy-workers" if settings.get("comfy_workers") else "--flux-url" if settings.get("flux_url") else None
+    if elsewhere:
+        raise InvalidParameter("compile", f"speeds up Flux in this process, but {elsewhere} renders elsewhere: start "
+                                          "the Flux service with --compile, or compile in ComfyUI (docs/performance.md)")
+    if settings.get("fp8"):
+        from ..generation.diffusers_flux import pick_device
+        from ..generation.speedups import check_fp8
+
+        check_fp8(pick_device(settings["device"]), settings.get("compile"))
 
 
 def recorded_models(report: dict) -> dict:

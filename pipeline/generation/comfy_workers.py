@@ -1,8 +1,9 @@
 """A Generator that renders on several ComfyUI servers ("workers") through their HTTP API queue.
 
 Each request becomes one prompt: the render workflow with the request's text, seed, steps and size set
-(render_graph, from the roles comfy_api.graph finds), queued with POST /prompt on the least-loaded live worker (GET /queue), followed on
-/history and fetched with /view. A generate() call renders its requests on all workers in parallel, and several
+(render_graph, from the roles comfy_api.graph finds), queued with POST /prompt on the least-loaded live worker (GET /queue), followed over
+the worker's websocket (polling /history when the socket fails; generation/comfy_follow.py) and its image
+fetched with /view as soon as the output node names it. A generate() call renders its requests on all workers in parallel, and several
 calls may run at once (`concurrency` = number of workers); results come back in request order whatever finished
 first, and a worker renders a request exactly as the same workflow does in ComfyUI's editor for that seed.
 
@@ -28,12 +29,13 @@ from typing import Optional, Sequence
 from ..comfy_api.client import ComfyClient, ComfyError, WorkflowRejected, load_workflow
 from ..comfy_api.graph import TEXT_ENCODERS, RenderRoles, defaults_of, find_roles, loader_files
 from ..errors import GenerationFailed, Interrupted, InvalidParameter
+from .comfy_follow import Cancelled as _Cancelled
+from .comfy_follow import PromptWatch, SocketFailed, WorkerLost as _WorkerLost, follow_socket, poll
 from .protocol import GenerationRequest, GenerationResult, StepCallback, StopCheck
 
-POLL_S = 0.2
+POLL_S = 0.2                   # polling interval when a worker's websocket cannot be used
 QUEUE_TIMEOUT_S = 5.0          # a worker that cannot list its queue in this time is treated as down
 REVIVE_AFTER_S = 30.0          # a worker marked down is asked again after this long
-LOST_AFTER_POLLS = 3           # polls in which a prompt is neither finished nor queued before it counts as lost
 
 
 class WorkflowRefused(GenerationFailed):
@@ -42,14 +44,6 @@ class WorkflowRefused(GenerationFailed):
 
 class AllWorkersDown(GenerationFailed):
     """No worker answers."""
-
-
-class _WorkerLost(Exception):
-    """The worker stopped answering, lost the prompt or stalled: the request can move to another worker."""
-
-
-class _Cancelled(Exception):
-    pass
 
 
 def parse_worker_urls(text: str | Sequence[str], name: str = "comfy_workers") -> list[str]:
@@ -91,6 +85,8 @@ class _Job:
     client: ComfyClient
     prompt_id: str
     moved_from: list = field(default_factory=list)
+    socket: object = None          # the worker's websocket for this client id, opened before the prompt was queued
+    followed: str = "polling"      # how the prompt was followed: "websocket", or "polling" (and why)
 
 
 class ComfyWorkerPool:
@@ -98,7 +94,7 @@ class ComfyWorkerPool:
 
     def __init__(self, workers: str | Sequence[str], workflow: dict | str, retries: int = 2,
                  stall_timeout_s: float = 300.0, request_timeout_s: float = 30.0, poll_s: float = POLL_S,
-                 workflow_name: Optional[str] = None):
+                 workflow_name: Optional[str] = None, use_websocket: bool = True):
         urls = parse_worker_urls(workers)
         if isinstance(workflow, str):
             workflow_name = workflow_name or workflow
@@ -118,6 +114,7 @@ class ComfyWorkerPool:
         self.stall_timeout_s = stall_timeout_s
         self.request_timeout_s = request_timeout_s
         self.poll_s = poll_s
+        self.use_websocket = use_websocket       # False: poll /history only (what the pool did before)
         self._lock = threading.Lock()          # worker choice + submit: the next choice sees this prompt queued
         self._jobs: set = set()
         self._jobs_lock = threading.Lock()
@@ -221,11 +218,12 @@ class ComfyWorkerPool:
             finally:
                 with self._jobs_lock:
                     self._jobs.discard(job)
+                _close_quietly(job.socket)
             render = {"worker": job.worker.url, "prompt_id": job.prompt_id}
             if moved_from:
                 render["moved_from"] = moved_from
             return GenerationResult(image=image, seed=request.seed, seconds=time.perf_counter() - started,
-                                    prompt=request.prompt, metadata={"render": render})
+                                    prompt=request.prompt, metadata={"render": render, "followed": job.followed})
 
     def _submit(self, graph: dict, moved_from: list, cancel: threading.Event) -> _Job:
         """Queue `graph` on the least-loaded live worker; a worker that does not take it is marked down and the
@@ -241,6 +239,7 @@ class ComfyWorkerPool:
                     raise AllWorkersDown(self._all_down_message())
                 _load, _index, worker = min(loads, key=lambda item: item[:2])
                 client = ComfyClient(worker.url, request_timeout=self.request_timeout_s)
+                socket, followed = self._open_socket(client)
                 try:
                     prompt_id = client.submit(graph)
                 except WorkflowRejected as exc:
@@ -248,10 +247,23 @@ class ComfyWorkerPool:
                     raise WorkflowRefused(f"ComfyUI at {worker.url} refused the render workflow "
                                           f"({self.workflow_name}):\n" + "\n".join(exc.lines)) from None
                 except ComfyError as exc:
+                    _close_quietly(socket)
                     self._mark_down(worker, str(exc))
                     moved_from.append({"worker": worker.url, "error": f"could not queue: {exc}"})
                     continue
-                return _Job(worker, client, prompt_id)
+                except BaseException:
+                    _close_quietly(socket)
+                    raise
+                return _Job(worker, client, prompt_id, socket=socket, followed=followed)
+
+    def _open_socket(self, client: ComfyClient):
+        """(websocket, "websocket") for the client's id, or (None, "polling (why)") when it cannot be opened."""
+        if not self.use_websocket:
+            return None, "polling"
+        try:
+            return client.open_socket(), "websocket"
+        except ComfyError as exc:
+            return None, f"polling (websocket: {exc})"
 
     def _loads(self) -> list[tuple[int, int, _Worker]]:
         """(prompts running + pending, index, worker) of every worker that answers GET /queue now; a worker down
@@ -273,57 +285,47 @@ class ComfyWorkerPool:
         return loads
 
     def _follow(self, job: _Job, request: GenerationRequest, cancel: threading.Event):
-        """Wait for the prompt's /history entry and fetch its image. Stalled = the worker's running prompts did
-        not change for stall_timeout_s (a worker busy with other prompts that progress is not stalled)."""
-        client, prompt_id = job.client, job.prompt_id
-        last_change, last_running, misses = time.monotonic(), None, 0
-        while True:
-            if cancel.is_set():
-                _cancel_quietly(job)
-                raise _Cancelled()
+        """Wait until the prompt's image is named and fetch it: over the websocket when it is open, else (or once
+        it fails) by polling /history. Stalled = the worker's running prompts did not change for
+        stall_timeout_s (a worker busy with other prompts that progress is not stalled)."""
+        watch = PromptWatch(job.client, job.prompt_id, self.stall_timeout_s, lambda: _cancel_quietly(job))
+        if job.socket is not None:
             try:
-                entry = client.history(prompt_id)
-                if entry is not None:
-                    break
-                queue = client.queue()
-            except ComfyError as exc:
-                raise _WorkerLost(f"stopped answering ({exc})") from None
-            running = tuple(item[1] for item in queue.get("queue_running") or [])
-            pending = {item[1] for item in queue.get("queue_pending") or []}
-            if prompt_id in running or prompt_id in pending:
-                misses = 0
+                kind, found = follow_socket(job.socket, watch, self.roles.output, cancel)
+            except SocketFailed as exc:
+                job.followed = f"polling (websocket: {exc})"
             else:
-                misses += 1                    # finished between the two calls, or lost: the next poll tells
-                if misses >= LOST_AFTER_POLLS:
-                    raise _WorkerLost("lost the prompt (was the server restarted?)")
-            if running != last_running:
-                last_change, last_running = time.monotonic(), running
-            elif time.monotonic() - last_change > self.stall_timeout_s:
-                _cancel_quietly(job)
-                raise _WorkerLost(f"stalled: nothing progressed for {self.stall_timeout_s:g} s")
-            time.sleep(self.poll_s)
+                if kind == "image":
+                    return self._fetch(job, found, request)
+                if kind == "error":
+                    raise GenerationFailed(_render_error(job.worker.url, found))
+                if kind == "history":
+                    return self._image(job, found, request)
+        entry = poll(watch, cancel, self.poll_s)
         return self._image(job, entry, request)
 
     def _image(self, job: _Job, entry: dict, request: GenerationRequest):
-        from PIL import Image
-
-        from ..images import pil_to_tensor
-
+        """The image a finished prompt's /history entry names (or its failure)."""
         status = entry.get("status") or {}
         messages = {kind: data for kind, data in (status.get("messages") or []) if isinstance(data, dict)}
         if "execution_interrupted" in messages:
             raise _WorkerLost("the prompt was interrupted on the worker")
         if status.get("status_str") == "error" or "execution_error" in messages:
-            error = messages.get("execution_error") or {}
-            raise GenerationFailed(
-                f"ComfyUI at {job.worker.url} failed to render: node {error.get('node_id', '?')} "
-                f"({error.get('node_type', '?')}): {str(error.get('exception_message', 'unknown error')).strip()}")
+            raise GenerationFailed(_render_error(job.worker.url, messages.get("execution_error") or {}))
         items = ((entry.get("outputs") or {}).get(self.roles.output) or {}).get("images") or []
         if not items:
             raise GenerationFailed(f"ComfyUI at {job.worker.url} finished without an image from node "
                                    f"{self.roles.output} ({self.workflow[self.roles.output]['class_type']})")
+        return self._fetch(job, items[0], request)
+
+    def _fetch(self, job: _Job, item: dict, request: GenerationRequest):
+        """GET /view of the named image, checked against the request's size."""
+        from PIL import Image
+
+        from ..images import pil_to_tensor
+
         try:
-            data = job.client.view(items[0])
+            data = job.client.view(item)
         except ComfyError as exc:
             raise _WorkerLost(f"could not send the image ({exc})") from None
         image = pil_to_tensor(Image.open(io.BytesIO(data)))
@@ -342,6 +344,19 @@ class ComfyWorkerPool:
         lines = "; ".join(f"{w.url}: {w.reason or 'not answering'}" for w in self.workers)
         return (f"all {len(self.workers)} ComfyUI worker(s) are down ({lines}). Start them again (python main.py "
                 "--port N) or fix --comfy-workers; the run keeps its best so far")
+
+
+def _render_error(url: str, error: dict) -> str:
+    return (f"ComfyUI at {url} failed to render: node {error.get('node_id', '?')} ({error.get('node_type', '?')}): "
+            f"{str(error.get('exception_message', 'unknown error')).strip()}")
+
+
+def _close_quietly(socket) -> None:
+    if socket is not None:
+        try:
+            socket.close()
+        except Exception:                  # closing a socket the worker already dropped
+            pass
 
 
 def _cancel_quietly(job: _Job) -> None:

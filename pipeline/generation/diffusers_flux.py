@@ -12,15 +12,20 @@ Choices worth knowing:
   only with `true_cfg_scale > 1` (diffusers' true CFG: a second transformer pass per step, twice the cost);
   otherwise it is ignored and the result's metadata says so.
 - seeds: initial noise is drawn on the CPU from the request's seed, so a seed gives the same noise on any device.
+- speed: `compile=True` compiles the transformer's repeated blocks and `fp8=True` stores its weights in float8
+  (generation/speedups.py); `warm_up()` compiles before the first real request. A compile that fails falls back
+  to eager rendering with one warning.
+- out of GPU memory: a batch that does not fit is split in halves (down to one image) and the smaller size is
+  kept for later calls, with one warning; only a request that does not fit alone fails.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import math
+import logging
 import re
 import time
-import warnings
-from contextlib import contextmanager
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -30,8 +35,12 @@ import torch
 from ..config import DEFAULT_FLUX_MODEL, LoraSpec
 from ..errors import GenerationFailed, Interrupted, InvalidParameter, ModelNotFound, PromptBeamError
 from .loras import check_lora_keys, default_lora_dirs, resolve_lora_file
+from . import speedups
+from .flux_loading import check_true_cfg_scale, load_flux_pipeline, pick_device, pick_dtype  # noqa: F401 (re-exported)
 from .protocol import GenerationRequest, GenerationResult, StepCallback, StopCheck, plan_batches, with_triggers
-from .sources import resolve_flux, resolve_loras
+from .sources import resolve_loras
+
+log = logging.getLogger(__name__)
 
 # prompts -> (prompt_embeds [B, L, joint_attention_dim], pooled_prompt_embeds [B, pooled_projection_dim]).
 # For pipelines built without text encoders (benchmarks, external encoders).
@@ -49,90 +58,6 @@ class LoadedLora:
     adapter: str       # adapter name inside the pipeline
 
 
-def pick_device(device: Optional[str] = None) -> torch.device:
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise InvalidParameter("device", f"{device!r} is not a torch device (try cuda, cuda:1, mps or cpu)") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidParameter("device", f"{device!r} asked for, but CUDA is not available to torch "
-                                         f"{torch.__version__} here; use device='cpu' or fix the CUDA install")
-    return chosen
-
-
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-           "fp32": torch.float32, "float32": torch.float32}
-
-
-def pick_dtype(dtype, device: torch.device) -> torch.dtype:
-    """bf16 on accelerators (Flux's training dtype; fp16 overflows in its activations), fp32 on CPU."""
-    if dtype is None:
-        return torch.float32 if device.type == "cpu" else torch.bfloat16
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype).lower() not in _DTYPES:
-        raise InvalidParameter("dtype", f"{dtype!r} is not one of {', '.join(_DTYPES)}")
-    return _DTYPES[str(dtype).lower()]
-
-
-@contextmanager
-def _quiet_dtype_rename():
-    # diffusers >= 0.36 renamed torch_dtype to dtype; older releases (still allowed by requirements) only know
-    # torch_dtype, so keep it and silence the rename notice.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
-        yield
-
-
-def load_flux_pipeline(model: str, base: Optional[str], dtype: torch.dtype):
-    """A diffusers folder or hub id -> FluxPipeline.from_pretrained; a single transformer file -> that file's
-    transformer with the other components from `base` (folder or hub id; default FLUX.1-schnell, whose text
-    encoders and VAE are those of every FLUX.1 model)."""
-    from diffusers import FluxPipeline, FluxTransformer2DModel
-
-    if not model or not str(model).strip():
-        raise InvalidParameter("model", "give a diffusers Flux folder, a .safetensors transformer or a hub id")
-    source = resolve_flux(str(model), base).require()
-    if source.form == "single-file":
-        components = base or DEFAULT_FLUX_MODEL
-        try:
-            # With a base, its transformer config says the shapes (works offline); without, diffusers infers
-            # dev/schnell from the checkpoint keys and reads that config from the hub cache.
-            config = dict(config=components, subfolder="transformer") if base else {}
-            with _quiet_dtype_rename():
-                transformer = FluxTransformer2DModel.from_single_file(source.location, torch_dtype=dtype, **config)
-                return FluxPipeline.from_pretrained(components, transformer=transformer, torch_dtype=dtype)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise ModelNotFound(
-                f"Flux checkpoint {source.location!r} could not be loaded with components from {components!r}: "
-                f"{exc}. The file must hold a Flux transformer (BFL or diffusers key layout) matching the base "
-                "model (dev checkpoints need a dev base).") from exc
-    try:
-        with _quiet_dtype_rename():
-            return FluxPipeline.from_pretrained(source.location, torch_dtype=dtype)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelNotFound(
-            f"Flux model {model!r} could not be loaded: {exc}. Give a diffusers folder (with model_index.json), "
-            "a .safetensors transformer file, or a hub id you can access (gated repos need `hf auth login`)."
-        ) from exc
-
-
-def check_true_cfg_scale(scale) -> float:
-    """true_cfg_scale: 1 leaves negative prompts unused (one transformer pass); above 1 they are used with true
-    CFG (a second pass per step). Raises InvalidParameter("true_cfg_scale", ...)."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise InvalidParameter("true_cfg_scale", f"must be a finite number >= 1, got {scale!r}")
-    if scale < 1:
-        raise InvalidParameter("true_cfg_scale", f"must be >= 1 (1 = negative prompts off), got {scale}")
-    return float(scale)
-
-
 def _adapter_name(file: Path) -> str:
     # Stable across runs and unique per file: two LoRAs with the same file name in different folders differ.
     stem = re.sub(r"[^A-Za-z0-9_]", "_", file.stem)[:40]
@@ -141,6 +66,15 @@ def _adapter_name(file: Path) -> str:
 
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The exception a GenerationFailed wraps (its __cause__), else the exception itself."""
+    return exc.__cause__ if isinstance(exc, GenerationFailed) and exc.__cause__ is not None else exc
+
+
+class OutOfGPUMemory(GenerationFailed):
+    """A pipeline call ran out of GPU memory: generate() splits its batch, or fails the one request."""
 
 
 class _StepReporter:
@@ -169,16 +103,21 @@ class DiffusersFluxGenerator:
     loras: LoraSpec / {path, trigger, weight} items, loaded once here; trigger words are prepended to prompts.
     offload: model-level CPU offload for cards with <= 12 GB (one component on the GPU at a time).
     max_batch: images per pipeline call (default 4, 1 with offload).
+    compile / fp8 / compile_cache: regional compilation, float8 weights (with compile) and inductor's cache folder
+    (generation/speedups.py).
     """
 
     def __init__(self, model: str = DEFAULT_FLUX_MODEL, loras: Sequence = (), device: Optional[str] = None,
                  dtype=None, offload: bool = False, base: Optional[str] = None, max_batch: Optional[int] = None,
                  true_cfg_scale: float = 1.0, lora_dirs: Optional[Sequence[str]] = None,
-                 max_sequence_length: Optional[int] = None, prompt_encoder: Optional[PromptEncoder] = None):
+                 max_sequence_length: Optional[int] = None, prompt_encoder: Optional[PromptEncoder] = None,
+                 compile: bool = False, fp8: bool = False, compile_cache: Optional[str] = None):
         device_ = pick_device(device)
         dtype_ = pick_dtype(dtype, device_)
         if offload and device_.type == "cpu":
             raise InvalidParameter("offload", "CPU offload moves models to a GPU when needed; this run is on the CPU")
+        if fp8:
+            speedups.check_fp8(device_, compile)      # before a 30 GB load, not after
         loras = [s if isinstance(s, LoraSpec) else LoraSpec.from_dict(s) for s in loras]
         lora_dirs = default_lora_dirs() if lora_dirs is None else lora_dirs
         resolve_loras(loras, lora_dirs).require()   # a missing or foreign LoRA fails now, not after the model loads
@@ -186,18 +125,23 @@ class DiffusersFluxGenerator:
         self._setup(pipe, str(model), base, device_, dtype_, offload, max_batch, true_cfg_scale, lora_dirs,
                     max_sequence_length, prompt_encoder)
         self.use_loras(loras)
+        self._speed_up(compile, fp8, compile_cache)
 
     @classmethod
     def from_pipeline(cls, pipe, model: str = "custom", loras: Sequence = (), device: Optional[str] = None,
                       offload: bool = False, max_batch: Optional[int] = None, true_cfg_scale: float = 1.0,
                       lora_dirs: Optional[Sequence[str]] = None, max_sequence_length: Optional[int] = None,
-                      prompt_encoder: Optional[PromptEncoder] = None) -> "DiffusersFluxGenerator":
+                      prompt_encoder: Optional[PromptEncoder] = None, compile: bool = False, fp8: bool = False,
+                      compile_cache: Optional[str] = None) -> "DiffusersFluxGenerator":
         """Wrap an existing FluxPipeline (built from components, e.g. for benchmarks) without reloading it."""
         self = cls.__new__(cls)
         device_ = pick_device(device) if device else pipe.transformer.device
+        if fp8:
+            speedups.check_fp8(device_, compile)
         self._setup(pipe, model, None, device_, pipe.transformer.dtype, offload, max_batch, true_cfg_scale,
                     lora_dirs, max_sequence_length, prompt_encoder)
         self.use_loras(loras)
+        self._speed_up(compile, fp8, compile_cache)
         return self
 
     @classmethod
@@ -229,11 +173,71 @@ class DiffusersFluxGenerator:
         self._loaded: dict[str, LoadedLora] = {}   # resolved file -> adapter
         self._active: list[tuple[LoraSpec, LoadedLora]] = []
         self._schedulers = {"simple": pipe.scheduler}   # ComfyUI scheduler name -> scheduler, built once
+        self.speed = speedups.SpeedupState()
+        self.warnings: list[str] = []               # lines for the run record (a compile fallback, smaller batches)
+        self.oom_splits = 0                         # batches split because they did not fit in GPU memory
         pipe.set_progress_bar_config(disable=True)
         if offload:
             pipe.enable_model_cpu_offload(device=device)
         elif pipe.transformer.device != device:
             pipe.to(device)
+
+    # ---- compile / fp8 -----------------------------------------------------------------------------------
+
+    def _speed_up(self, compile_: bool, fp8: bool, cache: Optional[str]) -> None:
+        """After the LoRAs are in place (compiled code is specialised to the modules it traced)."""
+        self.speed = speedups.SpeedupState(compile=bool(compile_), fp8=bool(fp8))
+        if fp8:
+            speedups.quantize_fp8(self.pipe.transformer)
+        if not compile_:
+            return
+        try:
+            self.speed.cache_dir = str(speedups.use_compile_cache(speedups.compile_cache_dir(cache)))
+            speedups.compile_blocks(self.pipe.transformer)
+            self.speed.status = "compiled"
+        except Exception as exc:        # an unusable cache folder, a diffusers without regional compilation
+            self._compile_failed(exc)
+
+    def _compile_failed(self, exc: BaseException) -> str:
+        speedups.undo_compile(self.pipe.transformer)
+        line = speedups.compile_failure_line(exc)
+        self.speed.status, self.speed.error = "failed", line
+        log.warning(line)
+        return line
+
+    @property
+    def warm_up_needed(self) -> bool:
+        return self.speed.status == "compiled"
+
+    def warm_up(self, request: GenerationRequest) -> dict:
+        """Compile before the first real request: render `request`'s size at batch 1 and 2 (1 step each).
+        Returns {"seconds", "warning"}: the warm-up's time and the line a failed compile gave (else None).
+        A generator that does not compile returns at once."""
+        if self.speed.status != "compiled":
+            return {"seconds": 0.0, "warning": None}
+        request = dataclasses.replace(self.check_request(request), steps=1, negative=None)
+        shape = [request.width, request.height]
+        started = time.perf_counter()
+        warning = None
+        try:
+            for size in speedups.WARMUP_BATCHES[:self.max_batch]:
+                if [*shape, size] in self.speed.warmed:
+                    continue
+                batch = [dataclasses.replace(request, prompt=f"warm-up {i}", seed=i) for i in range(size)]
+                try:
+                    self._render(batch, _StepReporter(size, None, None), compiling=True)
+                except OutOfGPUMemory:
+                    if size > 1:                  # batches of one only: nothing more to warm up
+                        self._smaller_batches(size, 1, request)
+                    break
+                self.speed.warmed.append([*shape, size])
+        except Exception as exc:
+            if not speedups.is_compile_error(_root_cause(exc)):
+                raise
+            warning = self._compile_failed(_root_cause(exc))
+        seconds = time.perf_counter() - started
+        self.speed.compile_s += seconds
+        return {"seconds": seconds, "warning": warning}
 
     # ---- LoRAs -------------------------------------------------------------------------------------------
 
@@ -306,19 +310,41 @@ class DiffusersFluxGenerator:
     def generate(self, requests: Sequence[GenerationRequest], on_step: Optional[StepCallback] = None,
                  should_stop: Optional[StopCheck] = None) -> list[GenerationResult]:
         requests = [self.check_request(r) for r in requests]
-        plan = plan_batches(requests, self._batch_key, self.max_batch)
+        plan = deque(plan_batches(requests, self._batch_key, self.max_batch))
         reporter = _StepReporter(sum(requests[chunk[0]].steps for chunk in plan), on_step, should_stop)
         results: list[Optional[GenerationResult]] = [None] * len(requests)
-        for chunk in plan:
+        while plan:
+            chunk = plan.popleft()
             reporter.check()
             try:
                 rendered = self._render([requests[i] for i in chunk], reporter)
+            except OutOfGPUMemory as exc:
+                if len(chunk) == 1:           # it does not fit alone: only this request fails
+                    exc.completed = {i: r for i, r in enumerate(results) if r is not None}
+                    raise
+                half = (len(chunk) + 1) // 2
+                self._smaller_batches(len(chunk), half, requests[chunk[0]])
+                plan.extendleft([chunk[half:], chunk[:half]])     # the same requests, in halves, in order
+                reporter.total += requests[chunk[0]].steps         # the steps of the failed call come again
+                continue
             except GenerationFailed as exc:
                 exc.completed = {i: r for i, r in enumerate(results) if r is not None}
                 raise
             for index, result in zip(chunk, rendered):
                 results[index] = result
         return results
+
+    def _smaller_batches(self, tried: int, now: int, request: GenerationRequest) -> None:
+        """Keep the batch size that fits for the rest of this generator's life; say so once."""
+        self.oom_splits += 1
+        if now < self.max_batch:
+            first = not any("out of GPU memory" in w for w in self.warnings)
+            self.max_batch = now
+            if first:
+                line = (f"out of GPU memory rendering {tried} images at {request.width}x{request.height}: rendering "
+                        f"at most {now} at a time from now on (--offload or smaller images need less memory)")
+                self.warnings.append(line)
+                log.warning(line)
 
     def _scheduler(self, name: Optional[str]):
         name = name or "simple"
@@ -328,7 +354,20 @@ class DiffusersFluxGenerator:
                                       else type(default).from_config(default.config, **SCHEDULERS[name]))
         return self._schedulers[name]
 
-    def _render(self, batch: list[GenerationRequest], reporter: _StepReporter) -> list[GenerationResult]:
+    def _render(self, batch: list[GenerationRequest], reporter: _StepReporter,
+                compiling: bool = False) -> list[GenerationResult]:
+        """One pipeline call. A compile error outside the warm-up (e.g. at a new size) falls back to eager and
+        renders the batch again; the warm-up lets it through to warm_up(), which does the same."""
+        try:
+            return self._call_pipeline(batch, reporter)
+        except GenerationFailed as exc:
+            cause = _root_cause(exc)
+            if compiling or self.speed.status != "compiled" or not speedups.is_compile_error(cause):
+                raise
+            self.warnings.append(self._compile_failed(cause))
+        return self._call_pipeline(batch, reporter)
+
+    def _call_pipeline(self, batch: list[GenerationRequest], reporter: _StepReporter) -> list[GenerationResult]:
         first = batch[0]
         prompts = [with_triggers(r.prompt, self.triggers) for r in batch]
         use_cfg = self._uses_cfg(first)
@@ -359,10 +398,9 @@ class DiffusersFluxGenerator:
             if _is_oom(exc):
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                raise GenerationFailed(
-                    f"out of GPU memory rendering {len(batch)} image(s) at {first.width}x{first.height}: lower "
-                    f"max_batch (now {self.max_batch}), enable offload (--offload / offload=True) or render "
-                    "smaller images") from exc
+                raise OutOfGPUMemory(
+                    f"out of GPU memory rendering {len(batch)} image(s) at {first.width}x{first.height}: enable "
+                    "offload (--offload / offload=True) or render smaller images") from exc
             raise GenerationFailed(f"Flux generation failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self.pipe.scheduler = self._scheduler(None)
@@ -392,4 +430,4 @@ class DiffusersFluxGenerator:
                 "dtype": str(self.dtype).replace("torch.", ""), "offload": self.offload,
                 "max_batch": self.max_batch, "guidance_embeds": self.guidance_embeds,
                 "max_sequence_length": self.max_sequence_length, "true_cfg_scale": self.true_cfg_scale,
-                "loras": self._lora_record()}
+                "loras": self._lora_record(), "speed": self.speed.describe()}

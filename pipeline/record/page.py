@@ -22,6 +22,7 @@ from .page_assets import SCRIPT, STYLE
 from .page_judges import STYLE as JUDGES_STYLE
 from .page_judges import evaluation_section, judgements_section
 from .page_svg import beam_tree, score_plot
+from .journal import JOURNAL_NAME, load_report
 from .storage import replacing
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,17 @@ def ensure_page(run_dir) -> Path:
     readable report.json."""
     run_dir = Path(run_dir)
     report_path, page_path = run_dir / "report.json", run_dir / PAGE_NAME
-    report_mtime = report_path.stat().st_mtime_ns
+    report_mtime = max(report_path.stat().st_mtime_ns, _mtime_ns(run_dir / JOURNAL_NAME))
     if page_path.is_file() and page_path.stat().st_mtime_ns >= report_mtime:
         return page_path
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    if not isinstance(report, dict):
-        raise ValueError(f"{report_path} is not a run report")
-    return write_page(run_dir, report)
+    return write_page(run_dir, load_report(run_dir))     # with the changes journaled since report.json
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 # ---- the page -----------------------------------------------------------------------------------------------------
@@ -259,7 +264,7 @@ def _card(c: dict, parent: Optional[dict], survivor: bool, lineage: list, winner
     classes = ["card", status] + (["survivor"] if survivor else []) + (["lineage"] if cid in lineage else [])
     scores = c.get("scores") or {}
     if c.get("image"):
-        picture = f'<img class="thumb" src="{_src(c["image"])}" alt="{escape(cid)}">'
+        picture = f'<img class="thumb" loading="lazy" src="{_src(c["image"])}" alt="{escape(cid)}">'
     else:
         picture = f'<div class="noimg">{"waiting to render" if status == "pending" else "no image"}</div>'
     marks = [] if status == "ok" else [f'<span class="chip {escape(status)}">{escape(status)}</span>']
@@ -373,7 +378,7 @@ def _settings_section(report: dict) -> str:
     timings = report.get("timings") or {}
     timing_rows = [(label, timings.get(key)) for key, label in (
         ("llm_s", "LLM (s)"), ("generate_s", "generation (s)"), ("score_s", "scoring (s)"), ("judge_s", "judge (s)"),
-        ("wall_s", "wall (s)"),
+        ("wall_s", "wall (s)"), ("compile_s", "compile warm-up (s)"),
         ("started_at", "started"), ("updated_at", "updated"))]
     images, llm = report.get("images") or {}, report.get("llm") or {}
     run_rows = [("status", report.get("status")), ("stop reason", report.get("stop_reason")),

@@ -7,7 +7,9 @@ Layout (docs/report-schema.md documents every field):
     <root>/<run_id>/control_{j}.png               images of the equal-budget control arm, when enabled
 
 A candidate's entry and image are on disk before the next candidate is recorded, so an interrupt or a crash
-loses at most the candidate in flight, and `BeamSearch.resume` can continue from the file.
+loses at most the candidate in flight, and `BeamSearch.resume` can continue from the file. The entry is in
+report.json or, until report.json is next rewritten, in report.journal (record/journal.py: the cost of recording
+a candidate stays the same however large the record grows); `RunRecord.open` reads both.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from .. import __version__
 from ..errors import InvalidParameter, PromptBeamError
 from ..images import pil_to_tensor
 from .candidate import Candidate
+from .journal import Journal, load_report, snapshot_due
 from .pnginfo import PARAMETERS_KEY, a1111_parameters, candidate_text, load_png_pixels, rewrite_png_text, save_png
 from .page import write_page
 from .storage import RecordNotWritable, replacing, storage_failure
@@ -54,6 +57,7 @@ class RunRecord:
         self.run_dir = Path(run_dir)
         self.report = report
         self._index = {entry["id"]: i for i, entry in enumerate(report["candidates"])}
+        self._journal = Journal(self.run_dir)
 
     # ---- creation -----------------------------------------------------------------------------------------------
     @classmethod
@@ -121,9 +125,11 @@ class RunRecord:
         if not path.is_file():
             raise InvalidParameter("run_dir", f"{run_dir} has no {REPORT_NAME}: not a Prompt Beam run directory")
         try:
-            report = json.loads(path.read_text(encoding="utf-8"))
+            report = load_report(run_dir)             # report.json and the changes journaled after it
         except json.JSONDecodeError as exc:
             raise PromptBeamError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except ValueError as exc:
+            raise PromptBeamError(str(exc)) from None
         if report.get("schema_version") != SCHEMA_VERSION:
             raise PromptBeamError(
                 f"{path} has schema_version {report.get('schema_version')!r}; this version reads {SCHEMA_VERSION}")
@@ -157,7 +163,7 @@ class RunRecord:
         entries = self.report["candidates"]
         self.report["images"]["rendered"] = sum(1 for c in entries if c.get("failed_stage") != "llm")
         self.report["images"]["failed"] = sum(1 for c in entries if c["status"] == "failed")
-        self.save()
+        self._commit({"candidate": entry, "set": {"images": self.report["images"]}})
 
     def candidates(self) -> list[Candidate]:
         return [Candidate.from_dict(entry) for entry in self.report["candidates"]]
@@ -186,7 +192,7 @@ class RunRecord:
                                       "candidates": [c.to_dict() for c in plan], "duplicates": duplicates or []}
             if planned_parents is not None:
                 self.report["pending"]["planned_parents"] = list(planned_parents)
-        self.save()
+        self._commit({"set": {"pending": self.report["pending"]}})
 
     def add_iteration(self, entry: dict, best: Optional[tuple[str, list[str], list[str]]] = None) -> None:
         """Close a round in one save: its entry replaces the pending plan, and `best` ((best_id, lineage,
@@ -195,12 +201,13 @@ class RunRecord:
         self.report["iterations"].append(entry)
         if best is not None:
             self._point_at_best(*best)
-        self.save()
+        self._commit({"iteration": entry, "set": self._fields("pending", "best", "lineage", "finalists", "timings",
+                                                              "llm", "images")})
 
     def set_best(self, best_id: str, lineage: list[str], finalists: list[str]) -> None:
         """Point the report at the current best; move the A1111 `parameters` chunk to the new best's PNG."""
         self._point_at_best(best_id, lineage, finalists)
-        self.save()
+        self._commit({"set": self._fields("best", "lineage", "finalists")})
 
     def _point_at_best(self, best_id: str, lineage: list[str], finalists: list[str]) -> None:
         previous = self.report.get("best")
@@ -225,11 +232,11 @@ class RunRecord:
     def update(self, **fields) -> None:
         """Set top-level fields (timings, control, llm, images, ...) and save."""
         self.report.update(fields)
-        self.save()
+        self._commit({"set": self._fields(*fields)})
 
     def warn(self, message: str) -> None:
         self.report["warnings"].append(message)
-        self.save()
+        self._commit({"set": self._fields("warnings")})
 
     def finish(self, stop_reason: Optional[str], status: str, error: Optional[str] = None) -> None:
         self.report["stop_reason"] = stop_reason
@@ -238,14 +245,27 @@ class RunRecord:
         self.save()
 
     # ---- files --------------------------------------------------------------------------------------------------
+    def _fields(self, *names: str) -> dict:
+        return {name: self.report[name] for name in names}
+
+    def _commit(self, change: dict) -> None:
+        """Make a change durable before returning: a line in the journal, or, when one is due (record/journal.py),
+        a rewrite of report.json that includes it."""
+        if snapshot_due(self._journal.lines + 1, len(self.report["candidates"])):
+            self.save()
+        else:
+            self._journal.append(change)
+
     def save(self) -> None:
-        """Atomic rewrite: readers see the old or the new report.json, never a torn one."""
+        """Atomic rewrite: readers see the old or the new report.json, never a torn one. The journal is emptied
+        after the rename (a crash in between replays changes report.json already has: harmless)."""
         self.report["timings"]["updated_at"] = _now()
         with replacing(self.run_dir / REPORT_NAME) as handle:
             text = io.TextIOWrapper(handle, encoding="utf-8")
             json.dump(self.report, text, indent=2, ensure_ascii=False)
             text.flush()
             text.detach()        # the handle stays open for replacing() to sync and rename
+        self._journal.clear()
         self._write_page()
 
     def _write_page(self) -> None:

@@ -6,7 +6,6 @@ hidden, so a damaged run is still found.
 """
 from __future__ import annotations
 
-import json
 import re
 from html import escape
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Optional
 from urllib.parse import quote
 
 from .page_assets import STYLE
+
+from .journal import load_report
 
 REPORT_NAME = "report.json"
 # The names RunRecord.create accepts (record/report.py): one path segment, never "." or "..".
@@ -31,9 +32,7 @@ def summarize(run_dir: Path) -> dict:
                "best_total": None, "best_image": None, "candidates": 0, "rounds": 0, "updated_at": None,
                "started": None, "error": None}
     try:
-        report = json.loads((run_dir / REPORT_NAME).read_text(encoding="utf-8"))
-        if not isinstance(report, dict):
-            raise ValueError("not a JSON object")
+        report = load_report(run_dir)                 # report.json and its journal (record/journal.py)
     except (OSError, ValueError) as exc:
         summary["error"] = f"report.json unreadable: {exc}"
         return summary

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 from pathlib import Path
 from typing import Iterator, Optional
 
 from ..errors import PromptBeamError
+from .journal import load_report
 
 # errno -> (what happened to the run directory, what the user does about it)
 _FREE_SPACE = "free some space on it"
@@ -103,8 +103,7 @@ def not_writable(run_dir: Path, error: OSError) -> RecordNotWritable:
     """RecordNotWritable describing what report.json on disk holds now."""
     candidates, last = 0, None
     try:
-        with open(Path(run_dir) / "report.json", encoding="utf-8") as handle:
-            entries = json.load(handle).get("candidates") or []
+        entries = load_report(Path(run_dir)).get("candidates") or []      # report.json and its journal
         candidates, last = len(entries), (entries[-1].get("id") if entries else None)
     except (OSError, ValueError):
         pass

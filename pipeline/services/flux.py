@@ -2,7 +2,7 @@
 
     python -m pipeline.services.flux --host 127.0.0.1 --port 8001 [--model ID_OR_PATH] [--base ID_OR_DIR]
         [--out DIR] [--device cuda] [--offload] [--lora PATH[:WEIGHT[:TRIGGER]] ...] [--lora-dir DIR ...]
-        [--queue-depth N] [--keep-images N] [--keep-hours H]
+        [--queue-depth N] [--keep-images N] [--keep-hours H] [--compile [--fp8] [--compile-cache DIR]]
 
 POST /generate {prompt, height, width, steps, guidance, seed, negativePrompt, sampler, scheduler,
                 loras: [{path, trigger, weight}] | [{path, scale}] | ["path", ...], lora_scale | loraScale,
@@ -22,7 +22,10 @@ are replaced by the closest it has and reported in `metadata.adjusted`, never re
 Differences from the seed's service, on purpose: the pipeline loads once at startup (the port opens when the
 model is ready); each LoRA file is loaded once and later requests only switch adapters and weights; a request
 without `seed` gets a random one that is reported in `metadata.seed`; at most --queue-depth requests wait behind
-the one rendering (then 503 with Retry-After); the PNGs are pruned to --keep-images / --keep-hours.
+the one rendering (then 503 with Retry-After); the PNGs are pruned to --keep-images / --keep-hours. With
+--compile the service compiles Flux once at start, at --compile-size (1024x1024; the port opens after that); another size compiles
+once at its first request, and a request with other LoRAs than the last one compiles again (LoRA weights are part
+of the compiled code).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from ..generation.protocol import GenerationRequest
 from ..record.pnginfo import save_png
 from .compat import adjust_sampler, adjust_scheduler
 from .confine import AllowedRoots, OutsideRoots
+from .guard import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, RequestGuard, guarded_http
 from .load import Busy, RenderQueue, prune_outputs
 from .protocol import encode_image
 
@@ -50,6 +54,7 @@ _FIELD_NAMES = {"negative": "negativePrompt"}
 OUTPUT_PATTERN = "flux_*.png"          # retention only ever deletes the service's own files
 DEFAULT_QUEUE_DEPTH = 16
 DEFAULT_KEEP_IMAGES = 1000
+DEFAULT_MAX_BODY_MB = 1.0              # a prompt and a LoRA list: kilobytes
 
 
 class LoraBody(BaseModel):
@@ -89,6 +94,15 @@ class GenerateBody(BaseModel):
         if value and any(isinstance(item, str) and not item.strip() for item in value):
             raise ValueError("a LoRA path is empty")
         return value
+
+
+def output_name(seed: int, now_ns: Optional[int] = None) -> str:
+    """flux_<local date-time>_<nanoseconds>_<seed>.png from ONE clock read, so names sort in the order the images
+    were saved (two reads, one for the second and one for its fraction, can straddle a second boundary and
+    name a newer file before an older one)."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    seconds, fraction = divmod(now_ns, 10**9)
+    return f"flux_{time.strftime('%Y%m%d-%H%M%S', time.localtime(seconds))}_{fraction:09d}_{seed}.png"
 
 
 def _error(status: int, field: str, message: str, headers: Optional[dict] = None):
@@ -135,7 +149,8 @@ def request_loras(body: GenerateBody, default_loras: list, lora_roots: AllowedRo
 
 def create_app(generator, out_dir: str | os.PathLike, default_loras=(), lora_dirs=("loras",),
                queue_depth: int = DEFAULT_QUEUE_DEPTH, keep_images: Optional[int] = DEFAULT_KEEP_IMAGES,
-               keep_hours: Optional[float] = None):
+               keep_hours: Optional[float] = None, max_body_mb: float = DEFAULT_MAX_BODY_MB,
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S):
     """FastAPI app around a ready DiffusersFluxGenerator. Renders run one at a time in a worker thread, queued on
     the event loop (pipeline.services.load), so /health answers while an image renders."""
     from fastapi import FastAPI
@@ -147,6 +162,8 @@ def create_app(generator, out_dir: str | os.PathLike, default_loras=(), lora_dir
     queue = RenderQueue(queue_depth, what="render")
     max_age_s = keep_hours * 3600 if keep_hours is not None else None
     app = FastAPI(title="Prompt Beam Flux service")
+    app.add_middleware(RequestGuard, queue=queue, paths=("/generate",), max_body_bytes=int(max_body_mb * 2**20),
+                       body_timeout_s=body_timeout_s)
 
     @app.get("/health")
     async def health() -> dict:
@@ -156,7 +173,7 @@ def create_app(generator, out_dir: str | os.PathLike, default_loras=(), lora_dir
                 "loras": [{"file": l.file, "adapter": l.adapter} for l in generator.loaded_loras],
                 "active_loras": info["loras"], "lora_loads": generator.lora_loads,
                 "default_loras": [vars(l) for l in default_loras], "lora_dirs": [str(d) for d in lora_roots],
-                "out": str(out), "queue": queue.describe(),
+                "out": str(out), "queue": queue.describe(), "speed": info.get("speed"),
                 "retention": {"keep_images": keep_images, "keep_hours": keep_hours}}
 
     @app.get("/download/status")
@@ -196,7 +213,7 @@ def create_app(generator, out_dir: str | os.PathLike, default_loras=(), lora_dir
             return _error(422, "loras", str(exc))
         except GenerationFailed as exc:
             return _error(500, "generate", str(exc))
-        path = out / f"flux_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns() % 10**9:09d}_{seed}.png"
+        path = out / output_name(seed)
         metadata = {**result.metadata, "prompt": result.prompt, "seed": seed, "seconds": round(result.seconds, 3),
                     "negativePrompt": body.negativePrompt}
         if adjusted:
@@ -237,14 +254,35 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"keep only the newest N PNGs in --out, 0 = keep all (default {DEFAULT_KEEP_IMAGES})")
     parser.add_argument("--keep-hours", type=float, default=None, metavar="H",
                         help="also delete PNGs in --out older than H hours (default: no age limit)")
+    parser.add_argument("--max-body-mb", dest="max_body_mb", type=float, default=DEFAULT_MAX_BODY_MB, metavar="MB",
+                        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_MB:g})")
+    parser.add_argument("--header-timeout", dest="header_timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                        metavar="S", help="a request head slower than this gets 408 and the connection is closed "
+                                          f"(default {DEFAULT_HEADER_TIMEOUT_S:g})")
+    parser.add_argument("--body-timeout", dest="body_timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
+                        metavar="S", help=f"a request body slower than this gets 408 (default "
+                                          f"{DEFAULT_BODY_TIMEOUT_S:g})")
+    parser.add_argument("--compile", action="store_true", help="compile Flux's transformer blocks at start")
+    parser.add_argument("--fp8", action="store_true", help="with --compile: float8 weights (torchao; fp8 GPUs)")
+    parser.add_argument("--compile-size", dest="compile_size", default="1024x1024", metavar="WxH",
+                        help="the image size compiled at start (default 1024x1024; other sizes compile at their "
+                             "first request)")
+    parser.add_argument("--compile-cache", dest="compile_cache", default=None, metavar="DIR",
+                        help="compiled kernels kept between starts (default: $PROMPTBEAM_COMPILE_CACHE, else "
+                             "~/.cache/promptbeam/compile)")
     args = parser.parse_args(argv)
     args.loras = [LoraSpec.parse_cli(text) for text in args.lora] if args.lora else list(settings.flux_loras)
+    try:
+        args.compile_width, args.compile_height = (int(n) for n in args.compile_size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--compile-size must be WIDTHxHEIGHT, e.g. 1024x1024, got {args.compile_size!r}")
     if not args.lora_dirs:
         from ..generation.loras import default_lora_dirs
 
         args.lora_dirs = default_lora_dirs()
     for flag, value in (("--queue-depth", args.queue_depth), ("--keep-images", args.keep_images),
-                        ("--keep-hours", args.keep_hours)):
+                        ("--keep-hours", args.keep_hours), ("--max-body-mb", args.max_body_mb),
+                        ("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)):
         if value is not None and value < 0:
             parser.error(f"{flag} must be >= 0, got {value}")
     return args
@@ -262,15 +300,23 @@ def main(argv=None) -> int:
     try:
         # The default LoRAs load now: a bad one stops the service at startup, not at its first request.
         generator = DiffusersFluxGenerator(args.model, base=args.base, device=args.device, dtype=args.dtype,
-                                           offload=args.offload, max_batch=1, loras=args.loras)
+                                           offload=args.offload, max_batch=1, loras=args.loras,
+                                           compile=args.compile, fp8=args.fp8, compile_cache=args.compile_cache)
+        if generator.warm_up_needed:
+            done = generator.warm_up(GenerationRequest("warm-up", seed=0, width=args.compile_width,
+                                                       height=args.compile_height,
+                                                       steps=28 if generator.guidance_embeds else 4))
+            print(f"Flux service: compiled in {done['seconds']:.1f} s (cache {generator.speed.cache_dir})"
+                  if not done["warning"] else f"warning: {done['warning']}", flush=True)
     except PromptBeamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidParameter) else 1
     app = create_app(generator, args.out, default_loras=args.loras, lora_dirs=args.lora_dirs,
                      queue_depth=args.queue_depth, keep_images=args.keep_images or None,
-                     keep_hours=args.keep_hours or None)
+                     keep_hours=args.keep_hours or None, max_body_mb=args.max_body_mb,
+                     body_timeout_s=args.body_timeout)
     print(f"Flux service: {args.model} on {generator.device} at http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=guarded_http(args.header_timeout))
     return 0
 
 

@@ -36,6 +36,7 @@ class RenderQueue:
         self.refused = 0
         self._lock: Optional[asyncio.Lock] = None   # made on the server's event loop, at first use
         self._seconds = 0.0                         # moving average of one call's duration
+        self.in_hand = self.peak_in_hand = 0        # requests holding a body (services/guard.py), now and at most
 
     def retry_after(self) -> int:
         return max(1, math.ceil((self.waiting + self.running) * (self._seconds or 1.0)))
@@ -69,7 +70,8 @@ class RenderQueue:
 
     def describe(self) -> dict:
         return {"running": self.running, "waiting": self.waiting, "depth": self.depth, "served": self.served,
-                "refused": self.refused, "average_seconds": round(self._seconds, 3)}
+                "refused": self.refused, "average_seconds": round(self._seconds, 3), "in_hand": self.in_hand,
+                "peak_in_hand": self.peak_in_hand}
 
 
 def prune_outputs(folder: Path, pattern: str, keep: Optional[int] = None,

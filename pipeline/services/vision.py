@@ -50,6 +50,7 @@ from ..errors import InvalidParameter, PromptBeamError
 from ..llm.client import OllamaError
 from ..scoring.scorer_set import check_served
 from .confine import AllowedRoots, OutsideRoots
+from .guard import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, RequestGuard, guarded_http
 from .load import Busy, RenderQueue
 from .vision_batch import ScoreBody, decode_images
 from .vlm_answers import ollama_failure
@@ -58,6 +59,7 @@ MAX_DOWNLOAD_BYTES = 64 << 20        # a generated image is a few MB; refuse to 
 FETCH_TIMEOUT_S = 10.0               # the seed's timeout for imageUrl
 DEFAULT_ALLOW_DIRS = ("output",)     # the Flux service's --out default (output/flux) and the seed app's output/
 DEFAULT_QUEUE_DEPTH = 32
+DEFAULT_MAX_BODY_MB = 256.0          # a round of images as float32 (16 MB each at 1024², in base64) or PNGs
 
 
 class AnalyzeBody(BaseModel):
@@ -69,7 +71,8 @@ class AnalyzeBody(BaseModel):
 
 
 def create_app(scorer, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT_QUEUE_DEPTH,
-               critic=None) -> FastAPI:
+               critic=None, max_body_mb: float = DEFAULT_MAX_BODY_MB,
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> FastAPI:
     """The HTTP app around a loaded Scorer. Scoring runs in a worker thread, one call at a time, queued on the
     event loop (pipeline.services.load), so /health answers while images are scored. `critic`: a PromptEngine
     over an Ollama vision model, whose evaluation of each /analyze image replaces the score-based text."""
@@ -80,6 +83,8 @@ def create_app(scorer, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT
     queue = RenderQueue(queue_depth, what="scoring call")
     # The critic waits in its own line: a slow VLM must not hold up the CLIP scoring of other requests.
     critic_queue = RenderQueue(queue_depth, what="critic request")
+    app.add_middleware(RequestGuard, queue=queue, paths=("/analyze", "/score"),
+                       max_body_bytes=int(max_body_mb * 2**20), body_timeout_s=body_timeout_s)
 
     async def in_turn(work):
         try:
@@ -302,9 +307,19 @@ def parse_args(argv=None, env=None) -> argparse.Namespace:
     parser.add_argument("--ollama-url", default=settings.ollama_base_url,
                         help=f"Ollama server of --critic-model (default: OLLAMA_BASE_URL, else "
                              f"{settings.ollama_base_url})")
+    parser.add_argument("--max-body-mb", dest="max_body_mb", type=float, default=DEFAULT_MAX_BODY_MB, metavar="MB",
+                        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_MB:g})")
+    parser.add_argument("--header-timeout", dest="header_timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                        metavar="S", help="a request head slower than this gets 408 and the connection is closed "
+                                          f"(default {DEFAULT_HEADER_TIMEOUT_S:g})")
+    parser.add_argument("--body-timeout", dest="body_timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
+                        metavar="S", help=f"a request body slower than this gets 408 (default "
+                                          f"{DEFAULT_BODY_TIMEOUT_S:g})")
     args = parser.parse_args(argv)
-    if args.queue_depth < 0:
-        parser.error(f"--queue-depth must be >= 0, got {args.queue_depth}")
+    for flag, value in (("--queue-depth", args.queue_depth), ("--max-body-mb", args.max_body_mb),
+                        ("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)):
+        if value < 0:
+            parser.error(f"{flag} must be >= 0, got {value}")
     args.allow_dirs = args.allow_dirs or list(DEFAULT_ALLOW_DIRS)
     return args
 
@@ -358,10 +373,11 @@ def main(argv=None) -> int:
           f"at http://{args.host}:{args.port}", flush=True)
     if critic is not None:
         print(f"Vision service: critic {args.critic_model} through Ollama at {critic.client.base_url}", flush=True)
-    app = create_app(scorer, allow_dirs=args.allow_dirs, queue_depth=args.queue_depth, critic=critic)
+    app = create_app(scorer, allow_dirs=args.allow_dirs, queue_depth=args.queue_depth, critic=critic,
+                     max_body_mb=args.max_body_mb, body_timeout_s=args.body_timeout)
     print(f"Vision service: imagePath allowed under {', '.join(os.path.realpath(d) for d in args.allow_dirs)}",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=guarded_http(args.header_timeout))
     return 0
 
 

@@ -3,7 +3,6 @@ refinement, seeds, elitism, duplicates, batching, concurrency, stopping, control
 import json
 import re
 import threading
-import time
 
 import pytest
 import torch
@@ -173,11 +172,16 @@ def test_llm_calls_are_concurrent_but_bounded(tmp_path):
             with self.guard:
                 self.in_flight += 1
                 self.peak = max(self.peak, self.in_flight)
-            time.sleep(0.03)
+                if self.in_flight == 3:
+                    self.three.set()
+            # The first calls wait until three are in flight (never on the clock), so the peak is exactly the
+            # bound however slowly threads start; a fourth concurrent call would make it 4.
+            self.three.wait(30)
             with self.guard:
                 self.in_flight -= 1
             return super().combine(*args, **kwargs)
     ops = SlowOps()
+    ops.three = threading.Event()
     run(tmp_path, ops, beam_width=8, keep_top=2, iterations=1, llm_concurrency=3)
     assert ops.peak == 3
 

@@ -24,7 +24,7 @@ def test_healthy_setup_passes(fake_ollama, tiny_flux_dir, tiny_clip_dir, tiny_ae
                  f"local-dir:{tiny_clip_dir}", "--aesthetic", tiny_aesthetic_path, "--lora", f"{tiny_lora_path}:0.8")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = lines_by_label(result.stdout)
-    assert list(lines) == ["ollama", "torch", "packages", "flux", "loras", "clip", "aesthetic"]
+    assert list(lines) == ["ollama", "torch", "packages", "fp8", "flux", "loras", "clip", "aesthetic"]
     assert result.stdout.splitlines()[0] == (f"[ok]   ollama    {fake_ollama.url}: reachable, model "
                                              "qwen2.5:7b-instruct pulled")
     assert lines["flux"] == ("ok", f"local diffusers folder {tiny_flux_dir}")
@@ -38,6 +38,7 @@ def test_healthy_setup_passes(fake_ollama, tiny_flux_dir, tiny_clip_dir, tiny_ae
         assert status == "ok" and torch.cuda.get_device_name(0) in text and "GiB" in text
     else:
         assert status == "warn" and "CPU only" in text and "→ note:" in text     # works, slowly: not a failure
+        assert lines["fp8"] == ("ok", "not used here: --fp8 needs an NVIDIA GPU with fp8 (Ada, Hopper or newer)")
 
 
 def test_broken_setup_fails_with_a_fix_per_line(tmp_path):

@@ -2,7 +2,6 @@
 produce on demand (5xx, hangs, non-JSON), a small HTTP server on loopback."""
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -92,7 +91,7 @@ class _Faulty(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         mode = self.server.mode
         if mode == "hang":
-            time.sleep(2)
+            self.server.released.wait(60)    # answers only after the test saw the client give up
         status, body = {"500": (500, json.dumps({"detail": "CUDA error: device-side assert triggered"})),
                         "html": (200, "<html>proxy login</html>"),
                         "hang": (200, "{}")}[mode]
@@ -112,9 +111,11 @@ class _Faulty(BaseHTTPRequestHandler):
 def faulty_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Faulty)
     server.daemon_threads = True
+    server.released = threading.Event()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
+    server.released.set()
     server.shutdown()
     server.server_close()
 
@@ -139,3 +140,4 @@ def test_timeout_is_reported(faulty_server):
     url = f"http://127.0.0.1:{faulty_server.server_address[1]}"
     with pytest.raises(GenerationFailed, match="did not answer POST /generate within 0.5 s"):
         RemoteFluxClient(url, timeout=0.5).generate([req()])
+    faulty_server.released.set()

@@ -77,6 +77,7 @@ def test_images_equal_a_direct_run_of_the_workflow(two_servers, render_workflow)
                                    height=SIZE, steps=STEPS) for i in range(4)]
     results = pool.generate(requests_)
     assert {r.metadata["render"]["worker"] for r in results} == {first.url, second.url}
+    assert {r.metadata["followed"] for r in results} == {"websocket"}     # ComfyUI named each image over its socket
     graph = load_workflow(render_workflow)
     roles = find_roles(graph)
     for result, request in zip(results, requests_):

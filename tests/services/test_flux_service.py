@@ -133,3 +133,25 @@ def test_png_carries_the_full_metadata(flux_service):
     with Image.open(answer["localPath"]) as image:
         stored = json.loads(image.text["promptbeam"])
     assert stored["seed"] == 9 and stored["negativePrompt"] == "blurry" and stored["negative_ignored"] is True
+
+
+def test_compile_at_start_that_fails_serves_eagerly_with_one_warning(tiny_flux_dir, tiny_lora_path, tmp_path,
+                                                                     monkeypatch):
+    from tests.fixtures.servers import free_port
+    from tests.fixtures.tiny_flux import FluxServiceProcess, TINY_SIZE
+
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))        # no C++ compiler: inductor cannot build
+    service = FluxServiceProcess(tiny_flux_dir, tmp_path / "out", tiny_lora_path.parent, free_port(),
+                                 extra_args=["--compile", "--compile-size", f"{TINY_SIZE}x{TINY_SIZE}",
+                                             "--compile-cache", tmp_path / "cache"])
+    try:
+        service.wait_ready(timeout=600)
+        log = service.log.read_text()
+        assert log.count("warning: --compile failed (") == 1 and "Traceback" not in log
+        speed = requests.get(service.url + "/health", timeout=10).json()["speed"]
+        assert speed["compile"] is True and speed["status"] == "failed"
+        answer = requests.post(service.url + "/generate", timeout=300,
+                               json={"prompt": "a red cat", "width": TINY_SIZE, "height": TINY_SIZE, "steps": 2})
+        assert answer.status_code == 200
+    finally:
+        service.stop()

@@ -7,7 +7,6 @@ scheduler} (plus `sampler` from the UI's settings), and the orchestrator's LoRA 
 `loraScale`.
 """
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -137,33 +136,9 @@ def test_request_loras_outside_the_lora_dirs_are_403(flux_service, tmp_path, tin
     assert post(flux_service, seed_client_body(loras=["tiny_style"])).status_code == 200
 
 
-def test_a_full_queue_answers_503_with_retry_after_and_health_answers_during_a_render(styled_service):
-    slow = seed_client_body(width=512, height=512, steps=12, useDefaultLoras=False)
-    barrier = threading.Barrier(7)
-    answers, seen_running = [], []
-
-    def send(index):
-        barrier.wait()
-        answers.append(post(styled_service, {**slow, "seed": index}, timeout=300))
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    while any(t.is_alive() for t in threads):
-        health = requests.get(styled_service.url + "/health", timeout=10).json()
-        if health["queue"]["running"]:
-            seen_running.append(health["queue"])
-    for thread in threads:
-        thread.join()
-    # /health answered while a render was running (it saw it running), and said how full the line was.
-    assert seen_running and all(q["running"] == 1 and q["waiting"] <= 1 for q in seen_running)
-    busy = [a for a in answers if a.status_code == 503]
-    done = [a for a in answers if a.status_code == 200]
-    assert len(busy) + len(done) == 6 and len(done) >= 2 and busy
-    for answer in busy:
-        assert int(answer.headers["Retry-After"]) >= 1
-        assert "the service is busy" in answer.json()["detail"] and "--queue-depth 1" in answer.json()["detail"]
+# A full line (503 + Retry-After, /health answering during a render) and the pack's client waiting out a 503 are
+# tested in tests/services/test_services_under_load.py, with the model call held by the test: here, with a
+# subprocess, whether the line is full when a request arrives would depend on how fast the CPU renders.
 
 
 def test_retention_keeps_only_the_newest_images_and_no_other_file(styled_service):
@@ -185,22 +160,3 @@ def test_fifty_requests_eight_at_a_time_none_lost(flux_service):
     paths = {r.json()["localPath"] for _, r in results}
     assert len(paths) == 50 and all(os.path.isfile(p) for p in paths)
     assert all(r.json()["metadata"]["seed"] == seed for seed, r in results)
-
-
-def test_the_pack_client_waits_out_a_503_within_its_timeout(styled_service):
-    from pipeline.generation import GenerationRequest
-    from pipeline.generation.remote_flux import RemoteFluxClient
-
-    slow = seed_client_body(width=512, height=512, steps=12, useDefaultLoras=False)
-    refused_before = requests.get(styled_service.url + "/health", timeout=10).json()["queue"]["refused"]
-    with ThreadPoolExecutor(2) as pool:
-        busy = [pool.submit(post, styled_service, {**slow, "seed": i}, 300) for i in range(2)]
-        while True:                                   # one rendering, one waiting: the line (depth 1) is full
-            queue = requests.get(styled_service.url + "/health", timeout=10).json()["queue"]
-            if queue["running"] == 1 and queue["waiting"] == 1 or all(f.done() for f in busy):
-                break
-        client = RemoteFluxClient(styled_service.url, timeout=120, use_service_loras=False)
-        result = client.generate([GenerationRequest(PROMPT, seed=1, width=TINY_SIZE, height=TINY_SIZE, steps=2)])
-        assert [f.result().status_code for f in busy] == [200, 200]
-    assert result[0].image.shape == (TINY_SIZE, TINY_SIZE, 3)
-    assert requests.get(styled_service.url + "/health", timeout=10).json()["queue"]["refused"] > refused_before

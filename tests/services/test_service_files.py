@@ -79,3 +79,28 @@ def test_send_when_free_waits_retry_after_within_its_budget():
     assert send_when_free(lambda: answers.pop(0), budget_s=5, sleep=slept.append).status_code == 503
     assert slept == [4.0]                              # a second wait would pass the budget: the 503 is returned
     assert send_when_free(lambda: Answer(503), budget_s=60, sleep=slept.append).status_code == 503   # no header
+
+
+def test_output_names_sort_in_save_order_across_a_second_boundary():
+    from pipeline.services.flux import output_name
+
+    # Three saves 1 ms apart around a second boundary: with separate reads for the second and its fraction the
+    # middle one could be named "…:29_999…" after "…:30_000…"; one clock read keeps name order = save order.
+    boundary = 1_796_000_000 * 10**9
+    saves = [boundary - 10**6, boundary - 1, boundary, boundary + 10**6]
+    names = [output_name(22 + i, now_ns) for i, now_ns in enumerate(saves)]
+    assert sorted(names) == names and len(set(names)) == 4
+    assert names[1].split("_")[2] == "999999999" and names[2].split("_")[2] == "000000000"
+
+
+def test_retention_with_equal_mtimes_keeps_the_newest_names(tmp_path):
+    from pipeline.services.flux import output_name
+
+    # A file system with coarse timestamps gives every file of a burst the same mtime: the name decides.
+    now = time.time()
+    names = [output_name(seed, 1_796_000_000 * 10**9 + seed) for seed in range(5)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"png")
+        os.utime(tmp_path / name, (now, now))
+    assert prune_outputs(tmp_path, "flux_*.png", keep=3) == 2
+    assert sorted(p.name for p in tmp_path.glob("flux_*.png")) == names[2:]
