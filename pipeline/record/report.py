@@ -227,7 +227,7 @@ class RunRecord:
         if any((j["iteration"], frozenset((j["a"], j["b"]))) == key and not j.get("error") for j in judgements):
             return
         judgements.append(dict(entry))
-        self.save()
+        self._commit({"set": self._fields("judgements")})      # a few pairs a round: the whole list is small
 
     def update(self, **fields) -> None:
         """Set top-level fields (timings, control, llm, images, ...) and save."""
