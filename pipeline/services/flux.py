@@ -45,7 +45,7 @@ from ..generation.protocol import GenerationRequest
 from ..record.pnginfo import save_png
 from .compat import adjust_sampler, adjust_scheduler
 from .confine import AllowedRoots, OutsideRoots
-from .guard import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, RequestGuard, guarded_http
+from .guard import DEFAULT_BODY_TIMEOUT_S, RequestGuard, add_guard_arguments, guard_flag_values, guarded_http
 from .load import Busy, RenderQueue, prune_outputs
 from .protocol import encode_image
 
@@ -254,14 +254,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"keep only the newest N PNGs in --out, 0 = keep all (default {DEFAULT_KEEP_IMAGES})")
     parser.add_argument("--keep-hours", type=float, default=None, metavar="H",
                         help="also delete PNGs in --out older than H hours (default: no age limit)")
-    parser.add_argument("--max-body-mb", dest="max_body_mb", type=float, default=DEFAULT_MAX_BODY_MB, metavar="MB",
-                        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_MB:g})")
-    parser.add_argument("--header-timeout", dest="header_timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
-                        metavar="S", help="a request head slower than this gets 408 and the connection is closed "
-                                          f"(default {DEFAULT_HEADER_TIMEOUT_S:g})")
-    parser.add_argument("--body-timeout", dest="body_timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
-                        metavar="S", help=f"a request body slower than this gets 408 (default "
-                                          f"{DEFAULT_BODY_TIMEOUT_S:g})")
+    add_guard_arguments(parser, DEFAULT_MAX_BODY_MB)
     parser.add_argument("--compile", action="store_true", help="compile Flux's transformer blocks at start")
     parser.add_argument("--fp8", action="store_true", help="with --compile: float8 weights (torchao; fp8 GPUs)")
     parser.add_argument("--compile-size", dest="compile_size", default="1024x1024", metavar="WxH",
@@ -281,8 +274,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
         args.lora_dirs = default_lora_dirs()
     for flag, value in (("--queue-depth", args.queue_depth), ("--keep-images", args.keep_images),
-                        ("--keep-hours", args.keep_hours), ("--max-body-mb", args.max_body_mb),
-                        ("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)):
+                        ("--keep-hours", args.keep_hours), *guard_flag_values(args)):
         if value is not None and value < 0:
             parser.error(f"{flag} must be >= 0, got {value}")
     return args

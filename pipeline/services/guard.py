@@ -21,6 +21,25 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 60.0
 
 
+def add_guard_arguments(parser, max_body_mb: float) -> None:
+    """The flags every service takes for this: --max-body-mb (its default is the service's own), --header-timeout,
+    --body-timeout."""
+    parser.add_argument("--max-body-mb", dest="max_body_mb", type=float, default=max_body_mb, metavar="MB",
+                        help=f"larger request bodies get 413 (default {max_body_mb:g})")
+    parser.add_argument("--header-timeout", dest="header_timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
+                        metavar="S", help="a request head slower than this gets 408 and the connection is closed "
+                                          f"(default {DEFAULT_HEADER_TIMEOUT_S:g})")
+    parser.add_argument("--body-timeout", dest="body_timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
+                        metavar="S", help=f"a request body slower than this gets 408 (default "
+                                          f"{DEFAULT_BODY_TIMEOUT_S:g})")
+
+
+def guard_flag_values(args) -> tuple:
+    """(flag, value) of the guard flags, for the services' check that none is negative."""
+    return (("--max-body-mb", args.max_body_mb), ("--header-timeout", args.header_timeout),
+            ("--body-timeout", args.body_timeout))
+
+
 def guarded_http(header_timeout_s: float):
     """A uvicorn HTTP protocol class (for `uvicorn.run(..., http=...)`) that closes connections whose request head
     does not arrive within header_timeout_s, with a 408 that says so."""

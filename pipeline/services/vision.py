@@ -50,7 +50,7 @@ from ..errors import InvalidParameter, PromptBeamError
 from ..llm.client import OllamaError
 from ..scoring.scorer_set import check_served
 from .confine import AllowedRoots, OutsideRoots
-from .guard import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, RequestGuard, guarded_http
+from .guard import DEFAULT_BODY_TIMEOUT_S, RequestGuard, add_guard_arguments, guard_flag_values, guarded_http
 from .load import Busy, RenderQueue
 from .vision_batch import ScoreBody, decode_images
 from .vlm_answers import ollama_failure
@@ -307,17 +307,9 @@ def parse_args(argv=None, env=None) -> argparse.Namespace:
     parser.add_argument("--ollama-url", default=settings.ollama_base_url,
                         help=f"Ollama server of --critic-model (default: OLLAMA_BASE_URL, else "
                              f"{settings.ollama_base_url})")
-    parser.add_argument("--max-body-mb", dest="max_body_mb", type=float, default=DEFAULT_MAX_BODY_MB, metavar="MB",
-                        help=f"larger request bodies get 413 (default {DEFAULT_MAX_BODY_MB:g})")
-    parser.add_argument("--header-timeout", dest="header_timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
-                        metavar="S", help="a request head slower than this gets 408 and the connection is closed "
-                                          f"(default {DEFAULT_HEADER_TIMEOUT_S:g})")
-    parser.add_argument("--body-timeout", dest="body_timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
-                        metavar="S", help=f"a request body slower than this gets 408 (default "
-                                          f"{DEFAULT_BODY_TIMEOUT_S:g})")
+    add_guard_arguments(parser, DEFAULT_MAX_BODY_MB)
     args = parser.parse_args(argv)
-    for flag, value in (("--queue-depth", args.queue_depth), ("--max-body-mb", args.max_body_mb),
-                        ("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)):
+    for flag, value in (("--queue-depth", args.queue_depth), *guard_flag_values(args)):
         if value < 0:
             parser.error(f"{flag} must be >= 0, got {value}")
     args.allow_dirs = args.allow_dirs or list(DEFAULT_ALLOW_DIRS)

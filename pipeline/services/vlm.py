@@ -38,6 +38,7 @@ from ..llm.client import OllamaClient, OllamaError, OllamaModelNotFound, same_mo
 from ..llm.operations import PromptEngine
 from ..llm.vision import MAX_SIDE, PairwiseJudge, VisionSupport, encoded, judgement, require_vision
 from .confine import AllowedRoots, OutsideRoots
+from .guard import DEFAULT_BODY_TIMEOUT_S, RequestGuard, add_guard_arguments, guard_flag_values, guarded_http
 from .load import Busy, RenderQueue
 from .vision import open_image_file
 from .vlm_answers import BiasStats, compare_response, ollama_failure
@@ -45,6 +46,8 @@ from .vlm_answers import BiasStats, compare_response, ollama_failure
 DEFAULT_ALLOW_DIRS = ("output",)     # where the seed's app keeps its images (output/<date>/<session>/)
 DEFAULT_QUEUE_DEPTH = 16
 MAX_BATCH = 64                       # comparisons in one /compare-batch; bounds one request's time
+DEFAULT_MAX_BODY_MB = 1.0            # file paths and a prompt, 64 of them at most: kilobytes
+JUDGED_PATHS = ("/compare", "/compare-alignment", "/compare-aesthetics", "/compare-batch")
 HEALTH_TIMEOUT_S = 5.0               # /health asks Ollama what is loaded; it must answer fast or say it cannot
 
 
@@ -64,7 +67,8 @@ class CompareBatchBody(BaseModel):
 
 
 def create_app(judge: PairwiseJudge, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth: int = DEFAULT_QUEUE_DEPTH,
-               support: Optional[VisionSupport] = None) -> FastAPI:
+               support: Optional[VisionSupport] = None, max_body_mb: float = DEFAULT_MAX_BODY_MB,
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> FastAPI:
     """The HTTP app around a PairwiseJudge over an Ollama vision model. Each comparison (two VLM requests) runs in
     a worker thread, one at a time, queued on the event loop (pipeline.services.load)."""
     from fastapi.responses import JSONResponse
@@ -78,6 +82,8 @@ def create_app(judge: PairwiseJudge, allow_dirs=DEFAULT_ALLOW_DIRS, queue_depth:
     queue = RenderQueue(queue_depth, what="comparison")
     stats = BiasStats()
     app = FastAPI(title="Prompt Beam VLM service")
+    app.add_middleware(RequestGuard, queue=queue, paths=JUDGED_PATHS, max_body_bytes=int(max_body_mb * 2**20),
+                       body_timeout_s=body_timeout_s)
 
     async def in_turn(work):
         try:
@@ -228,9 +234,10 @@ def parse_args(argv=None, env=None) -> argparse.Namespace:
                         help=f"longest side of each image sent to the model (default {MAX_SIDE})")
     parser.add_argument("--timeout", type=float, default=180.0, metavar="S",
                         help="seconds to wait for one Ollama answer (default 180; a cold model loads first)")
+    add_guard_arguments(parser, DEFAULT_MAX_BODY_MB)
     args = parser.parse_args(argv)
     for flag, value, least in (("--queue-depth", args.queue_depth, 0), ("--max-side", args.max_side, 28),
-                               ("--timeout", args.timeout, 1)):
+                               ("--timeout", args.timeout, 1), *((f, v, 0) for f, v in guard_flag_values(args))):
         if value < least:
             parser.error(f"{flag} must be >= {least}, got {value:g}")
     args.allow_dirs = args.allow_dirs or list(DEFAULT_ALLOW_DIRS)
@@ -265,12 +272,13 @@ def main(argv=None) -> int:
     except PromptBeamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InvalidParameter) else 1
-    app = create_app(judge, allow_dirs=args.allow_dirs, queue_depth=args.queue_depth, support=support)
+    app = create_app(judge, allow_dirs=args.allow_dirs, queue_depth=args.queue_depth, support=support,
+                     max_body_mb=args.max_body_mb, body_timeout_s=args.body_timeout)
     print(f"VLM service: {args.model} ({support.family or 'vision'}) through Ollama at {judge.engine.client.base_url}, "
           f"each pair asked in both orders, at http://{args.host}:{args.port}", flush=True)
     print(f"VLM service: image_a/image_b allowed under {', '.join(os.path.realpath(d) for d in args.allow_dirs)}",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=guarded_http(args.header_timeout))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Both services under load, served by real uvicorn (with the services' own HTTP protocol) on loopback around the
+"""The services under load (Flux, vision and the VLM judge), served by real uvicorn (with the services' own HTTP protocol) on loopback around the
 real tiny models: 200 clients at once (one answer each: 200 for the ones the line holds, 503 + Retry-After for
 the rest, none lost, none answered twice, bodies in hand bounded), request heads and bodies that trickle in byte
 by byte (cut off with 408), oversized bodies (413 before they are read) and uploads that are not images (400).
@@ -287,3 +287,44 @@ def test_the_pack_client_waits_out_a_503_within_its_timeout(flux_served):
         (result,) = waiting.result(timeout=120)
         assert [f.result().status_code for f in held] == [200] * (DEPTH + 1)
     assert result.image.shape == (TINY_SIZE, TINY_SIZE, 3)
+
+
+@pytest.fixture
+def vlm_served(fake_ollama, tmp_path):
+    from pipeline.llm.client import OllamaClient
+    from pipeline.llm.operations import PromptEngine
+    from pipeline.llm.vision import PairwiseJudge
+    from pipeline.services import vlm
+
+    fake_ollama.add_vision_models()
+    gated = Gated(PromptEngine(OllamaClient(fake_ollama.url, "qwen2.5vl:7b")), "judge_aspect")
+    served = Served(vlm.create_app(PairwiseJudge(gated), allow_dirs=[str(tmp_path)], queue_depth=DEPTH,
+                                   body_timeout_s=1.0), header_timeout_s=1.0)
+    for name, blue in (("a.png", 200), ("b.png", 40)):
+        Image.new("RGB", (32, 32), (30, 30, blue)).save(tmp_path / name)
+    served.gated, served.images, served.ollama = gated, tmp_path, fake_ollama
+    yield served
+    gated.gate.set()
+    served.stop()
+
+
+def test_two_hundred_clients_on_the_vlm_service(vlm_served):
+    body = json.dumps({"image_a": str(vlm_served.images / "a.png"), "image_b": str(vlm_served.images / "b.png"),
+                       "prompt": "a blue square"})
+    answers, line = storm(vlm_served, "/compare", [body] * CLIENTS, vlm_served.gated)
+    done = assert_one_answer_each(answers, line)
+    assert all(a.json()["choice"] == "A" for a in done)                  # the fake judge prefers the bluer image
+    assert len(vlm_served.ollama.vision_requests) == 2 * (DEPTH + 1)     # both orders, each comparison once
+    after = health(vlm_served)["queue"]
+    assert after["served"] == DEPTH + 1 and after["refused"] == CLIENTS - DEPTH - 1 and after["in_hand"] == 0
+
+
+def test_the_vlm_service_cuts_off_slow_heads_and_refuses_large_bodies(vlm_served):
+    head = SLOW_HEAD.replace(b"/generate", b"/compare")
+    received, sent = trickle(vlm_served, head)
+    assert received.startswith(b"HTTP/1.1 408") and b"--header-timeout" in received and sent < len(head)
+    big = json.dumps({"image_a": "x" * (2 << 20), "image_b": "y", "prompt": "p"})
+    answer = requests.post(vlm_served.url + "/compare", data=big, timeout=30,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and "--max-body-mb" in answer.json()["detail"]
+    assert not vlm_served.ollama.vision_requests
