@@ -1,7 +1,8 @@
 """The LLM part: an Ollama HTTP client (`client`), the prompt operations a search asks of it (`operations`:
 expand, refine, combine, critique, negative, as `PromptEngine`; `rounds`: the per-round requests a search makes,
 round 0's pairs and each parent's critique with its children in one answer), the text clean-up and argument
-checks they share (`text`), and their templates and JSON schemas (`templates`).
+checks they share (`text`), their templates and JSON schemas (`templates`), and the reader of an answer that is
+still streaming in (`jsonstream`).
 
 May import: pipeline.config, pipeline.errors. Nothing above it (no generation, scoring, beam, record, cli).
 
