@@ -253,9 +253,10 @@ class SearchRun:
         """Render (unless `images` already holds the batch's) and score one batch of the round. Its PNGs encode on
         other threads while the next batch renders; its candidates are recorded, in order, by _flush."""
         todo = self._todo(batch) if todo is None else todo
-        for candidate in todo:
-            candidate.batch = self._batches
-        self._batches += 1 if todo else 0
+        if self.recorded_plans is None:           # a replay keeps the source's numbers: it renders in those batches
+            for candidate in todo:
+                candidate.batch = self._batches
+            self._batches += 1 if todo else 0
         count = max(stream.expected, len(plan.candidates))
         if images is None:
             self.report_progress(plan.iteration, "generate", self._round_position, count)

@@ -4,7 +4,8 @@ threads are sampled from /proc. They must stay bounded: the figures go to docs/r
 
     PROMPTBEAM_SOAK=1 python -m pytest -q -s tests/soak          # about an hour on two busy CPU cores
     PROMPTBEAM_SOAK_CANDIDATES=300 ...                            # a shorter run
-    PROMPTBEAM_SOAK_OUT=soak.json                                 # where the samples are written (default: tmp)
+    PROMPTBEAM_SOAK_OUT=soak.json     # the figures (default: in pytest's tmp); the samples go to soak.samples.jsonl
+                                      # as they are taken, so a run stopped early still leaves them
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def test_a_long_search_keeps_memory_files_and_threads_bounded(tiny_flux_dir, tin
          "--device", "cpu", "--beam-width", str(BEAM_WIDTH), "--keep-top", str(KEEP_TOP),
          "--iterations", str(iterations), "--seed", "11", "--out", str(out)],
         cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    destination = Path(os.environ.get("PROMPTBEAM_SOAK_OUT") or tmp_path / "soak.json")
+    live = destination.with_suffix(".samples.jsonl")
     samples, started = [], time.monotonic()
     try:
         while search.poll() is None:
@@ -65,6 +68,8 @@ def test_a_long_search_keeps_memory_files_and_threads_bounded(tiny_flux_dir, tin
             if count >= 0:
                 samples.append({"candidates": count, "seconds": round(time.monotonic() - started, 1),
                                 **proc_sample(search.pid)})
+                with open(live, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(samples[-1]) + "\n")
             time.sleep(2.0)
         stdout = search.stdout.read()
     finally:
@@ -83,7 +88,6 @@ def test_a_long_search_keeps_memory_files_and_threads_bounded(tiny_flux_dir, tin
     figures = {"candidates": total, "seconds": samples[-1]["seconds"], "at_warm": base, "peak": peak, "last": last,
                "rss_growth_mb_per_1000_candidates": round(growth_per_1000, 1),
                "samples": samples[::max(1, len(samples) // 200)]}
-    destination = Path(os.environ.get("PROMPTBEAM_SOAK_OUT") or tmp_path / "soak.json")
     destination.write_text(json.dumps(figures, indent=1))
     print(f"\nsoak: {total} candidates in {figures['seconds']:.0f} s; after {base['candidates']}: "
           f"RSS {base['rss_mb']:.0f} MB, {base['fds']} files, {base['threads']} threads; peak RSS "
