@@ -410,7 +410,10 @@ class OllamaClient:
         except _Dropped:
             raise _Failed(_DROPPED) from None
         finally:
-            response.close()
+            if response.raw.isclosed():     # read to its end: the connection may serve the next request
+                response.raw.release_conn()
+            else:                           # abandoned mid-answer: never hand a half-read connection on
+                response.close()
         try:
             data = json.loads(raw)
         except ValueError:

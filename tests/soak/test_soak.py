@@ -1,14 +1,15 @@
 """Soak: a long search (>= 2,000 candidates by default) with tiny real models on the CPU, as a user runs it
-(`python -m pipeline search` against a streaming Ollama stand-in), while its resident memory, open files and
+(`python -m pipeline search` against the streaming Ollama stand-in), while its resident memory, open files and
 threads are sampled from /proc. They must stay bounded: the figures go to docs/reliability.md ("Soak").
 
-    PROMPTBEAM_SOAK=1 python -m pytest -q -s tests/soak          # about an hour on two busy CPU cores
+    PROMPTBEAM_SOAK=1 python -m pytest -q -s tests/soak          # one to two hours on two busy CPU cores
     PROMPTBEAM_SOAK_CANDIDATES=300 ...                            # a shorter run
     PROMPTBEAM_SOAK_OUT=soak.json     # the figures (default: in pytest's tmp); the samples go to soak.samples.jsonl
                                       # as they are taken, so a run stopped early still leaves them
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -17,11 +18,11 @@ import time
 from pathlib import Path
 
 from tests.cli.test_cli_search import REPO, cli_env
-from tests.fixtures.servers import free_port, stop_process, wait_until_ready
+from tests.fixtures.ollama import FakeOllama, default_answer
 
 CANDIDATES = int(os.environ.get("PROMPTBEAM_SOAK_CANDIDATES", "2000"))
 BEAM_WIDTH, KEEP_TOP = 10, 5                 # 10 candidates a round
-WARM = 100                                   # candidates after which everything has been loaded and used once
+WARM = min(100, CANDIDATES // 5)            # candidates after which everything has been loaded and used once
 # Bounds past the warm-up: open files and threads must not grow at all (a little slack for a round's LLM threads
 # coming and going); resident memory may grow with what the record holds in memory (each candidate's entry).
 FD_SLACK, THREAD_SLACK, RSS_MB_PER_1000 = 4, 8, 60
@@ -34,6 +35,13 @@ def proc_sample(pid: int) -> dict:
             "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
+def slope(xs: list, ys: list) -> float:
+    """Least-squares slope of ys over xs (0 when xs do not vary): growth, not the noise of two samples."""
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / spread if spread else 0.0
+
+
 def candidates_recorded(out: Path) -> int:
     reports = list(out.glob("*/report.json"))
     if not reports:
@@ -44,17 +52,32 @@ def candidates_recorded(out: Path) -> int:
         return -1       # between a write and its rename: read again at the next sample
 
 
+def inexhaustible(body: dict):
+    """The fake's usual answer with a few words no other answer has added to every entry of a list: the fake's
+    own texts come from a small vocabulary, and a long search would run out of new prompts (and stop, exhausted)
+    long before 2,000 candidates."""
+    data = json.loads(default_answer(body))
+    for entries in (value for value in data.values() if isinstance(value, list)):
+        for entry in entries:
+            for key, text in entry.items():
+                tag = next(_TAGS)
+                entry[key] = f"{text} Marked n{tag}a, n{tag}b, n{tag}c, n{tag}d, n{tag}e and n{tag}f."
+    return json.dumps(data)
+
+
+_TAGS = itertools.count()
+
+
 def test_a_long_search_keeps_memory_files_and_threads_bounded(tiny_flux_dir, tiny_clip_dir, tiny_aesthetic_path,
                                                               tmp_path):
-    port = free_port()
-    ollama = subprocess.Popen([sys.executable, "-m", "tests.fixtures.ollama", "--port", str(port)], cwd=REPO,
-                              stdout=subprocess.DEVNULL, env=cli_env())
-    wait_until_ready(ollama, f"http://127.0.0.1:{port}/api/tags", 60, "the Ollama stand-in")
+    # The stand-in runs in this (the test's) process: the search is a process of its own, measured alone.
+    ollama = FakeOllama().start()
+    ollama.answer_with(inexhaustible)
     out = tmp_path / "runs"
-    iterations = 1 + -(-(CANDIDATES - BEAM_WIDTH) // BEAM_WIDTH) + 10      # a few rounds more: duplicates drop some
+    iterations = 1 + -(-(CANDIDATES - BEAM_WIDTH) // BEAM_WIDTH) + 2      # two spare rounds: a duplicate is rare
     search = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "search", "a lighthouse on a cliff at dusk", "--ollama-url",
-         f"http://127.0.0.1:{port}", "--flux", str(tiny_flux_dir), "--clip", f"local-dir:{tiny_clip_dir}",
+         ollama.url, "--flux", str(tiny_flux_dir), "--clip", f"local-dir:{tiny_clip_dir}",
          "--aesthetic", str(tiny_aesthetic_path), "--width", "32", "--height", "32", "--steps", "1",
          "--device", "cpu", "--beam-width", str(BEAM_WIDTH), "--keep-top", str(KEEP_TOP),
          "--iterations", str(iterations), "--seed", "11", "--out", str(out)],
@@ -75,16 +98,16 @@ def test_a_long_search_keeps_memory_files_and_threads_bounded(tiny_flux_dir, tin
     finally:
         if search.poll() is None:
             search.kill()
-        stop_process(ollama)
+        ollama.stop()
     assert search.returncode == 0, stdout
     total = candidates_recorded(out)
-    assert total >= CANDIDATES, f"only {total} candidates (duplicates dropped more than the spare rounds)"
+    assert total >= CANDIDATES, f"only {total} candidates: {stdout}"
 
     warm = [s for s in samples if s["candidates"] >= WARM]
     base = warm[0]
     peak = {key: max(s[key] for s in warm) for key in ("rss_mb", "fds", "threads")}
     last = warm[-1]
-    growth_per_1000 = (last["rss_mb"] - base["rss_mb"]) / max(1, last["candidates"] - base["candidates"]) * 1000
+    growth_per_1000 = slope([s["candidates"] for s in warm], [s["rss_mb"] for s in warm]) * 1000
     figures = {"candidates": total, "seconds": samples[-1]["seconds"], "at_warm": base, "peak": peak, "last": last,
                "rss_growth_mb_per_1000_candidates": round(growth_per_1000, 1),
                "samples": samples[::max(1, len(samples) // 200)]}
