@@ -1,6 +1,10 @@
 """The LLM side of a round: from the user prompt (round 0) or the surviving parents (later rounds) to the
 round's planned candidates, as a RoundStream of units (stream.py). Calls run concurrently, bounded by
-`llm_concurrency`; each is wrapped so that should_stop is polled before and after it."""
+`llm_concurrency`; each is wrapped so that should_stop is polled before and after it. With an engine that streams
+(PromptEngine(stream=True)) each child is handed to the stream as soon as its part of the answer is written.
+
+A round whose children all repeat earlier prompts is asked once more (`start_round(..., nudge=True)`): every
+parent again, shown the texts of its half already written, a little warmer."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +12,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from ..errors import InvalidParameter, PromptBeamError
+from ..errors import InvalidParameter, ModelNotFound, PromptBeamError
 from .config import BeamConfig
 from .selection import DuplicateIndex, choose_dimension, derive_seed, edit_history, normalise_prompt
 from .stream import FAILED_COMBINE, FAILED_NEGATIVE, PlanBuilder, RoundStream
@@ -23,6 +27,7 @@ class RoundPlan:
     dimension: Optional[str]                        # "what" | "how" | "mixed" (adaptive) | None (round 0)
     candidates: list = field(default_factory=list)  # Candidates, "pending" or failed at the LLM stage
     duplicates: list = field(default_factory=list)  # dropped near-duplicates: {parent, dimension, what, how, prompt, duplicate_of}
+    nudged: bool = False                            # asked once more after every child repeated an earlier prompt
 
 
 @dataclass
@@ -87,6 +92,11 @@ class RoundPlanner:
     def per_round_ops(self) -> bool:
         return hasattr(self.ops, "expand_pairs") and hasattr(self.ops, "refine_children")
 
+    @property
+    def streaming(self) -> bool:
+        """The per-round operations hand each entry over as it is written (PromptEngine(stream=True))."""
+        return self.per_round_ops and bool(getattr(self.ops, "stream", False))
+
     def _require_llm(self, iteration: int) -> None:
         if self.ops is None:
             raise InvalidParameter("llm", f"round {iteration} has no recorded prompts, so it needs the prompt "
@@ -94,9 +104,12 @@ class RoundPlanner:
 
     def start_round(self, iteration: int, parents: Sequence[Candidate], pool: Sequence[Candidate],
                     candidates: Mapping[str, Candidate], known: KnownPrompts,
-                    resumed: Optional[RoundPlan] = None, planned_parents: Sequence[str] = ()) -> RoundStream:
+                    resumed: Optional[RoundPlan] = None, planned_parents: Sequence[str] = (),
+                    nudge: bool = False) -> RoundStream:
         """The round's units, already running. `resumed` is a partly planned round from the record: its
-        candidates keep their ids and only the parents not in `planned_parents` are asked for again."""
+        candidates keep their ids and only the parents not in `planned_parents` are asked for again (a parent
+        whose first children were planned before the stop is asked for the rest). `nudge`: `resumed` is this
+        round, whose children all repeated earlier prompts; every parent is asked once more to avoid them."""
         self._require_llm(iteration)
         if iteration == 0:
             plan = RoundPlan(0, None)
@@ -108,9 +121,10 @@ class RoundPlanner:
             # written. A fixed size, not llm_concurrency: a setting of concurrency must never change a report.
             groups = -(-n // ROUND0_PAIRS_PER_REQUEST)
             sizes = [n // groups + (1 if i < n % groups else 0) for i in range(groups)]
-            units = [lambda i=i, size=size: self._initial_unit(i, groups, size, sum(sizes[:i]))
+            units = [lambda emit=None, i=i, size=size: self._initial_unit(i, groups, size, sum(sizes[:i]), emit)
                      for i, size in enumerate(sizes)]
-            return RoundStream(builder, units, self.config.llm_concurrency, self.should_stop, expected=n)
+            return RoundStream(builder, units, self.config.llm_concurrency, self.should_stop, expected=n,
+                               streaming=self.streaming)
 
         n = self.config.children_per_parent
         dims = [choose_dimension(self.config.dimension_policy, p, pool, iteration) for p in parents]
@@ -129,63 +143,99 @@ class RoundPlanner:
         if not self.per_round_ops:
             return RoundStream(builder, [lambda: self._old_refinement(iteration, parents, dims, candidates, known)],
                                1, self.should_stop, expected=expected)
+        if nudge:
+            plan.nudged, planned_parents = True, ()
         todo = [(p, dim) for p, dim in zip(parents, dims) if p.id not in set(planned_parents)]
-        units = [lambda p=p, dim=dim: self._parent_unit(iteration, p, dim, edit_history(candidates, p.id), known)
-                 for p, dim in todo]
+        units = [lambda emit=None, p=p, dim=dim: self._parent_unit(
+            iteration, p, dim, edit_history(candidates, p.id), known, emit,
+            skip=0 if nudge else _planned_children(plan, p.id),
+            avoid=_written(p, dim, plan, candidates) if nudge else ())
+            for p, dim in todo]
         return RoundStream(builder, units, self.config.llm_concurrency, self.should_stop,
-                           parents=[p.id for p, _ in todo], planned_parents=planned_parents, expected=expected)
+                           parents=[p.id for p, _ in todo], planned_parents=planned_parents, expected=expected,
+                           streaming=self.streaming)
 
     # ---- per-round operations: one request for round 0, one per parent after --------------------------------
-    def _initial_unit(self, group: int, groups: int, size: int, first: int) -> list:
+    def _initial_unit(self, group: int, groups: int, size: int, first: int,
+                      emit: Optional[Callable] = None) -> list:
         seed = self._seed("expand_pairs") if groups == 1 else self._seed("expand_pairs", group)
+        made: list = []            # drafts handed over while the answer was being written
+
+        def on_item(index: int, entry: dict, _critique) -> None:
+            made.append(self._with_negatives([self._pair_draft(first + index, entry)])[0])
+            emit(made[-1])
         entries, _ = self._call("expand_pairs", self.ops.expand_pairs, self.user_prompt, size,
                                 descriptiveness=self.config.descriptiveness, style=self.config.style,
-                                combine=self.config.combine_mode == "llm", seed=seed, part=(group, groups))
-        if not entries:
+                                combine=self.config.combine_mode == "llm", seed=seed, part=(group, groups),
+                                **({"on_item": on_item} if emit else {}))
+        if not entries and not made:
             raise PromptBeamError("the LLM returned no WHAT/HOW pairs for the prompt")
-        drafts = []
-        for i, entry in enumerate(entries[:size], start=first):
-            draft = _Draft(None, None, entry["what"], entry["how"], key=(0, i), prompt=entry.get("prompt") or "",
-                           fallbacks=list(entry.get("fallbacks") or []))
-            drafts.append(self._templated(draft))
-        return self._with_negatives(drafts)
+        rest = [self._pair_draft(i, entry) for i, entry in enumerate(entries[:size], start=first)][len(made):]
+        return made + self._with_negatives(rest)
 
-    def _parent_unit(self, iteration: int, p: Candidate, dim: str, history: list, known: KnownPrompts) -> list:
+    def _pair_draft(self, index: int, entry: dict) -> _Draft:
+        return self._templated(_Draft(None, None, entry["what"], entry["how"], key=(0, index),
+                                      prompt=entry.get("prompt") or "", fallbacks=list(entry.get("fallbacks") or [])))
+
+    def _parent_unit(self, iteration: int, p: Candidate, dim: str, history: list, known: KnownPrompts,
+                     emit: Optional[Callable] = None, skip: int = 0, avoid: Sequence[str] = ()) -> list:
+        """One parent's children. `skip`: the first children are already in the plan (a resumed round); `avoid`:
+        ask again after a round of repeats (see start_round's nudge). With a critic, what it sees in the parent's
+        image comes first (once per parent: its image does not change), and goes on the drafts for the record."""
         n = self.config.children_per_parent
         seen, image, new_evaluation = _usable_evaluation(p.evaluation), None, None
         if self.critic is not None and seen is None:
             if self.critic_in_request:
                 image = self.image_of(p)
             else:
-                seen = new_evaluation = self._evaluate(p)
-                seen = _usable_evaluation(seen)
+                new_evaluation = self._evaluate(p)
+                seen = _usable_evaluation(new_evaluation)
+        looks = {"image": image} if image is not None else {"evaluation": seen} if seen else {}
+        if new_evaluation is not None and new_evaluation.get("error"):
+            looks["fallbacks"] = ["critic"]          # the critic saw nothing usable: scores alone, as without one
+        drafts = self._children(iteration, p, dim, history, known, emit, skip, avoid, looks)
+        if image is not None:
+            with self._lock:
+                self.critic_calls += 1
+            new_evaluation = _evaluation_record(looks.get("answer", {}).get("evaluation"),
+                                                looks.get("answer", {}).get("evaluation_problem") or
+                                                looks.get("problem"), self.critic)
+        for draft in drafts:       # recorded on the parent once the unit is taken (stream.RoundStream)
+            draft.parent_evaluation = new_evaluation
+        return drafts
+
+    def _children(self, iteration: int, p: Candidate, dim: str, history: list, known: KnownPrompts,
+                  emit: Optional[Callable], skip: int, avoid: Sequence[str], looks: dict) -> list:
+        """The children request of _parent_unit. `looks` carries the image or the critic's evaluation in, and the
+        answer (or the problem that sank it) back out."""
+        n = self.config.children_per_parent
+        made: list = []            # drafts handed over while the answer was being written
+
+        def on_item(index: int, child: dict, critique) -> None:
+            if index >= skip:
+                made.append(self._child_draft(iteration, p, dim, index, child, critique, known, looks))
+                emit(made[-1])
+        seed = self._seed("refine_children", iteration, p.id, *(["nudge"] if avoid else []))
         try:
             answer, _ = self._call(
                 "refine_children", self.ops.refine_children, self.user_prompt, p.what, p.how, p.prompt,
                 dict(p.scores), dim, n, history=history, caption=p.caption,
                 descriptiveness=self.config.descriptiveness, style=self.config.style,
-                combine=self.config.combine_mode == "llm", seed=self._seed("refine_children", iteration, p.id),
-                **({"image": image} if image is not None else {"evaluation": seen} if seen else {}))
-        except (StopRequested, KeyboardInterrupt):
-            raise
+                combine=self.config.combine_mode == "llm", seed=seed,
+                **({"on_item": on_item} if emit else {}), **({"avoid": list(avoid)} if avoid else {}),
+                **{key: looks[key] for key in ("image", "evaluation") if key in looks})
+        except (StopRequested, KeyboardInterrupt, ModelNotFound):
+            raise                  # a model that is gone fails every parent alike: the search stops and says so
         except Exception as exc:   # this parent's children fail; the other parents go on
-            return [_Draft(p, dim, p.what, p.how, key=(iteration, p.id, j), parent_evaluation=new_evaluation,
-                           error=f"critique failed: {describe_error(exc)}") for j in range(n)]
-        if image is not None:
-            with self._lock:
-                self.critic_calls += 1
-            new_evaluation = _evaluation_record(answer.get("evaluation"), answer.get("evaluation_problem"),
-                                                self.critic)
-        critique = _plain_dict(answer.get("critique"))
-        fallback = ["critic"] if new_evaluation is not None and new_evaluation.get("error") else []
-        drafts = [self._templated(_Draft(p, dim, child["what"], child["how"], key=(iteration, p.id, j),
-                                         critique=critique, prompt=child.get("prompt") or "",
-                                         fallbacks=fallback + list(child.get("fallbacks") or []),
-                                         parent_evaluation=new_evaluation))
-                  for j, child in enumerate(answer.get("children", [])[:n])]
-        fresh = [d for d in drafts if (normalise_prompt(d.what), normalise_prompt(d.how)) not in known.pairs]
-        self._with_negatives(fresh)
-        return drafts
+            looks["problem"] = describe_error(exc)
+            return made + [_Draft(p, dim, p.what, p.how, key=(iteration, p.id, j),
+                                  error=f"critique failed: {describe_error(exc)}")
+                           for j in range(skip + len(made), n)]
+        looks["answer"] = answer
+        critique = answer.get("critique")
+        rest = [self._child_draft(iteration, p, dim, j, child, critique, known, looks)
+                for j, child in enumerate(answer.get("children", [])[:n]) if j >= skip + len(made)]
+        return made + rest
 
     def _evaluate(self, p: Candidate) -> dict:
         """A separate critic's look at the parent's image -> its evaluation record (with `error` when it failed;
@@ -204,6 +254,16 @@ class RoundPlanner:
                 self.critic_calls += 1
         value, _ = _unwrap(result)
         return _evaluation_record(value, getattr(result, "problem", ""), self.critic)
+
+    def _child_draft(self, iteration: int, p: Candidate, dim: str, index: int, child: dict, critique,
+                     known: KnownPrompts, looks: Optional[dict] = None) -> _Draft:
+        fallbacks = list((looks or {}).get("fallbacks", [])) + list(child.get("fallbacks") or [])
+        draft = self._templated(_Draft(p, dim, child["what"], child["how"], key=(iteration, p.id, index),
+                                       critique=_plain_dict(critique), prompt=child.get("prompt") or "",
+                                       fallbacks=fallbacks))
+        if (normalise_prompt(draft.what), normalise_prompt(draft.how)) not in known.pairs:
+            self._with_negatives([draft])      # a pair twin is dropped before rendering: no negative for it
+        return draft
 
     def _templated(self, draft: _Draft) -> _Draft:
         if self.config.combine_mode == "template" or not draft.prompt.strip():
@@ -410,6 +470,21 @@ def _evaluation_record(value: Optional[Mapping], problem: Optional[str], critic)
 def _usable_evaluation(evaluation: Optional[Mapping]) -> Optional[Mapping]:
     """An evaluation worth reusing: a survivor's image does not change, so what the critic saw stays true."""
     return evaluation if evaluation and not evaluation.get("error") else None
+
+
+def _planned_children(plan: RoundPlan, parent: str) -> int:
+    """How many of a parent's children a resumed round already planned (candidates and dropped duplicates)."""
+    return sum(1 for c in plan.candidates if c.parent == parent) + \
+        sum(1 for d in plan.duplicates if d.get("parent") == parent)
+
+
+def _written(parent: Candidate, dimension: str, plan: RoundPlan, candidates: Mapping[str, Candidate]) -> list:
+    """The texts of `dimension` a nudged parent must avoid: its own, its earlier children's, and the repeats it
+    wrote this round."""
+    texts = [getattr(parent, dimension)]
+    texts += [getattr(c, dimension) for c in candidates.values() if c.parent == parent.id and c.dimension == dimension]
+    texts += [d[dimension] for d in plan.duplicates if d.get("parent") == parent.id and d.get(dimension)]
+    return list(dict.fromkeys(t for t in texts if t))
 
 
 def _unwrap(result) -> tuple[Any, bool]:

@@ -65,6 +65,7 @@ class SearchRun:
         self._llm_work_before = record.report["timings"].get("llm_work_s", 0.0)
         self._llm_work_s = self._llm_work_before       # summed time of the LLM units (they overlap)
         self._round_position = 0
+        self._batches = 0                              # generate/score calls of the round so far (Candidate.batch)
         self._unrecorded: deque = deque()             # rendered batches whose PNGs are still being written
         self._png_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptbeam-png")
         self._round_start = self._phase_totals()
@@ -155,17 +156,30 @@ class SearchRun:
             if self.recorded_plans is not None and iteration >= self.recorded_plans.rounds:
                 return self._beam_over(self.recorded_plans.stop_reason)
             stream = self._start_round(iteration)
-            self._round = stream
-            try:
-                finished = self._stream(stream)
-            finally:
-                stream.close()
-                self._llm_work_before += stream.llm_work_s
-                self._flush_after_failure()
-                self._round = None
+            finished = self._run_stream(stream)
+            if self._nudge_wanted(stream.plan, finished):
+                # Every child repeated an earlier prompt: ask each parent once more, warmer, showing what to avoid.
+                stream = self.planner.start_round(iteration, self.survivors, self._pool(iteration - 1),
+                                                  self.candidates, self.known, resumed=stream.plan, nudge=True)
+                finished = self._run_stream(stream)
             reason = self._select(stream.plan, finished)
             if reason:
                 return reason
+
+    def _run_stream(self, stream) -> list[Candidate]:
+        self._round = stream
+        try:
+            return self._stream(stream)
+        finally:
+            stream.close()
+            self._llm_work_before += stream.llm_work_s
+            self._flush_after_failure()
+            self._round = None
+
+    def _nudge_wanted(self, plan: RoundPlan, finished: list) -> bool:
+        """A refinement round that brought nothing new, not asked again yet, with an LLM that can be nudged."""
+        return (not finished and bool(plan.duplicates) and plan.iteration > 0 and not plan.nudged
+                and self.recorded_plans is None and self.ops is not None and self.planner.per_round_ops)
 
     def _beam_over(self, reason: str) -> str:
         """The rounds end without a round deciding it (a resumed run already at its iterations, a replay at the
@@ -183,6 +197,9 @@ class SearchRun:
         the LLM, whose units are already running when this returns."""
         pending = self.record.report.get("pending")
         self._round_start = self._phase_totals()
+        # batch numbers go on after those of the round's candidates already recorded (a resumed round)
+        self._batches = 1 + max((c.batch for c in self.candidates.values()
+                                 if c.iteration == iteration and c.batch is not None), default=-1)
         self.report_progress(iteration, "llm", 0, 0)
         resumed, planned = None, ()
         if pending and pending.get("iteration") == iteration:
@@ -208,8 +225,8 @@ class SearchRun:
             while stream:                             # phase-ordered: the whole round renders as one batch
                 ready += self._take(stream)
             self._unload_llm()
-        if ready:
-            self._render(plan, ready, stream)
+        for batch in _recorded_batches(ready) if self.recorded_plans is not None else [ready] if ready else []:
+            self._render(plan, batch, stream)         # a replay renders and scores in the source's batches
         if self.renderer.concurrency > 1:
             self._render_concurrently(plan, stream)
         while stream:
@@ -269,6 +286,10 @@ class SearchRun:
         """Render (unless `images` already holds the batch's) and score one batch of the round. Its PNGs encode on
         other threads while the next batch renders; its candidates are recorded, in order, by _flush."""
         todo = self._todo(batch) if todo is None else todo
+        if self.recorded_plans is None:           # a replay keeps the source's numbers: it renders in those batches
+            for candidate in todo:
+                candidate.batch = self._batches
+            self._batches += 1 if todo else 0
         count = max(stream.expected, len(plan.candidates))
         if images is None:
             self.report_progress(plan.iteration, "generate", self._round_position, count)
@@ -307,6 +328,7 @@ class SearchRun:
             if candidate.ok:     # a failed prompt may be tried again by another parent
                 self.known.add(candidate)
         self._round_position = 0
+        self._batches = 0
         ranked, judged = rank({c.id: c for c in [*self.survivors, *finished]}.values()), None
         if self.judging is not None:
             self.report_progress(plan.iteration, "judge", 0, 0)
@@ -324,6 +346,8 @@ class SearchRun:
                  "best": best.id if best else None, "best_total": best.total if best else None}
         if judged is not None:
             entry["judge"] = judged
+        if plan.nudged:
+            entry["nudged"] = True
         self.iterations.append(entry)
         self.survivors = survivors
         now = self._phase_totals()
@@ -340,12 +364,16 @@ class SearchRun:
         return reason
 
     def _stop_reason(self, iteration: int, finished: list, failed: list) -> Optional[str]:
-        """Checked after every round, in this order: failures, target, patience, time budget, iterations."""
+        """Checked after every round, in this order: failures, target, exhausted, patience, time budget,
+        iterations. Exhausted: the round brought no new candidate (every child repeated an earlier prompt, even
+        when asked once more)."""
         if not self.survivors or len(failed) * 2 > len(finished):
             return "failures"
         best = self.survivors[0].total
         if self.config.target_score is not None and best >= self.config.target_score:
             return "target"
+        if not finished:
+            return "exhausted"
         if self.config.patience is not None and self._rounds_without_gain() >= self.config.patience:
             return "patience"
         if self.config.time_budget_s is not None and time.monotonic() - self._started >= self.config.time_budget_s:
@@ -475,3 +503,12 @@ class SearchRun:
                             best=finalists[0], best_image=images[0], finalists=finalists,
                             finalist_images=torch.stack(images), control=report.get("control"))
 
+
+def _recorded_batches(candidates: list) -> list[list]:
+    """A recorded round's candidates in the batches they were rendered and scored in (Candidate.batch), in plan
+    order: the same images batched alike score alike to the last float32 bit. Records from before batches were
+    recorded render as one batch."""
+    groups: dict = {}
+    for candidate in candidates:
+        groups.setdefault(candidate.batch, []).append(candidate)
+    return list(groups.values())

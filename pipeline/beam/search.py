@@ -149,7 +149,7 @@ class RecordedPlans:
         reason = report.get("stop_reason")
         # A source that was interrupted or crashed replays every round it finished, then ends normally.
         self.stop_reason = reason if reason in ("max_iterations", "patience", "target", "time_budget",
-                                                "failures") else "max_iterations"
+                                                "failures", "exhausted") else "max_iterations"
 
     def plan(self, iteration: int) -> RoundPlan:
         entry = self._entries[iteration]
@@ -160,7 +160,8 @@ class RecordedPlans:
                 candidate.status, candidate.error, candidate.failed_stage = STATUS_PENDING, None, None
                 candidate.image = candidate.scores = candidate.caption = candidate.evaluation = None
             candidates.append(candidate)
-        return RoundPlan(iteration, entry.get("dimension"), candidates, list(entry.get("duplicates", [])))
+        return RoundPlan(iteration, entry.get("dimension"), candidates, list(entry.get("duplicates", [])),
+                         nudged=bool(entry.get("nudged")))
 
 
 def _with_overrides(config: BeamConfig, overrides: Optional[Mapping[str, Any]], allowed: tuple) -> BeamConfig:

@@ -4,6 +4,11 @@ A round's LLM work is split into units (round 0: one unit; round k: one unit per
 concurrently, at most `llm_concurrency` at a time, and the caller takes their results IN UNIT ORDER (`next()`),
 rendering each unit's children while the later units are still with the LLM. Candidate ids, seeds and duplicate
 decisions are given out by PlanBuilder in that fixed order, so a report never depends on which unit finished first.
+
+A streaming round goes one step further: a unit hands each draft over (`emit`) as soon as the LLM has written it,
+and the caller takes drafts ONE AT A TIME, in order, while the rest of the answer is still being written. One
+draft per take is a rule, not a matter of what happens to be ready, so the batches a round renders and scores in
+never depend on timing either.
 """
 from __future__ import annotations
 
@@ -96,24 +101,30 @@ class RoundStream:
     resumed: `planned_parents` lists the parents whose units have been taken.
     """
 
-    def __init__(self, builder: PlanBuilder, units: Sequence[Callable[[], list]], concurrency: int,
+    def __init__(self, builder: PlanBuilder, units: Sequence[Callable[..., list]], concurrency: int,
                  should_stop: Callable[[], bool], parents: Sequence[Optional[str]] = (),
-                 planned_parents: Sequence[str] = (), expected: int = 0):
+                 planned_parents: Sequence[str] = (), expected: int = 0, streaming: bool = False):
+        """units: callables returning their drafts in plan order. With `streaming` each is called with
+        `emit(draft)`, which hands a draft over before the unit returns; its returned list starts with the drafts
+        it emitted (the same objects), followed by the rest."""
         self.builder = builder
+        self.streaming = streaming
         self.parents = list(parents) or [None] * len(units)
         self.planned_parents = list(planned_parents)
         self.expected = expected                  # how many candidates the round plans (for progress)
         self.should_stop = should_stop
         self.llm_work_s = 0.0                     # summed time of the units (they overlap each other and the GPU)
-        self.evaluations: dict[str, dict] = {}    # parent id -> a critic's new evaluation, from the units taken
+        self.evaluations: dict[str, dict] = {}    # parent id -> a critic's new evaluation, from the units finished
         self._lock = threading.Lock()
-        self._taken = 0
+        self._taken = 0                           # units taken whole
+        self._in_unit = 0                         # drafts of the next unit taken so far (streaming)
+        self._early: list[list] = [[] for _ in units]     # drafts each unit has emitted
         self._pool = None
         self._futures: list[Future] = []
         if units:
             self._pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(units))),
                                             thread_name_prefix="promptbeam-llm")
-            self._futures = [self._pool.submit(self._timed, unit) for unit in units]
+            self._futures = [self._pool.submit(self._timed, unit, i) for i, unit in enumerate(units)]
 
     @property
     def plan(self):
@@ -128,37 +139,55 @@ class RoundStream:
 
     def ready(self) -> bool:
         """Whether next() would return without waiting for the LLM."""
-        return self.complete or self._futures[self._taken].done()
+        return self.complete or self._futures[self._taken].done() or self._early_left()
 
     def next(self) -> list[Candidate]:
-        """Wait for the next unit in order (polling the stop flag), then finalise its drafts -> new candidates."""
+        """Wait for the next unit in order (polling the stop flag), then finalise its drafts -> new candidates.
+        Streaming: the next single draft, as soon as its unit has emitted it."""
         future = self._futures[self._taken]
-        while not future.done():
+        while not future.done() and not self._early_left():
             if self.should_stop():
                 raise StopRequested()
             time.sleep(0.01)      # polling keeps an interrupt within ~10 ms while a unit waits for Ollama
-        error = future.exception()
-        if error is not None:
-            raise error
-        drafts = future.result()
-        for draft in drafts:
+        if not self._early_left():
+            error = future.exception()
+            if error is not None:
+                raise error
+            drafts = future.result()
+            early = self._early[self._taken]
+            if len(drafts) < len(early) or any(a is not b for a, b in zip(drafts, early)):
+                raise RuntimeError("a unit's drafts must start with the drafts it emitted")
+        else:
+            drafts = self._early[self._taken]
+        rest = drafts[self._in_unit:]
+        taken = rest[:1] if self.streaming else rest
+        self._in_unit += len(taken)
+        if future.done() and not future.exception() and self._in_unit >= len(future.result()):
+            self._finish_unit(future.result())
+        return self.builder.add(taken)
+
+    def _early_left(self) -> bool:
+        return self.streaming and len(self._early[self._taken]) > self._in_unit
+
+    def _finish_unit(self, drafts: list) -> None:
+        for draft in drafts:      # set on the drafts when the unit returned (the critic's look comes with it)
             if getattr(draft, "parent_evaluation", None) is not None:
                 self.evaluations[draft.parent.id] = draft.parent_evaluation
         parent = self.parents[self._taken]
         self._taken += 1
+        self._in_unit = 0
         if parent is not None:
             self.planned_parents.append(parent)
-        return self.builder.add(drafts)
 
     def close(self) -> None:
         """Abandon units still running (a stop or a failure): never wait for an LLM call to come back."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _timed(self, unit: Callable[[], list]) -> list:
+    def _timed(self, unit: Callable[..., list], index: int) -> list:
         started = time.perf_counter()
         try:
-            return unit()
+            return unit(self._early[index].append) if self.streaming else unit()
         finally:
             with self._lock:
                 self.llm_work_s += time.perf_counter() - started

@@ -70,9 +70,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)           # usage errors exit 2 here, with argparse's own message
     debug = bool(getattr(args, "debug", False))
+    import logging
     if debug:
-        import logging
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    else:       # what the pack logs (e.g. a report.html it could not write): one "warning:" line each
+        logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:
         return int(args.handler(args) or 0)
     except InvalidParameter as exc:

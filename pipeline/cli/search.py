@@ -10,8 +10,10 @@ The first Ctrl-C asks the search to stop at its next checkpoint (the record stay
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import secrets
 import signal
 import sys
@@ -228,6 +230,31 @@ def new_run_id() -> str:
 # Steps 2 and 3: connect, load, run
 
 
+@contextlib.contextmanager
+def log_above(bar):
+    """While the progress bar runs, log lines (a report.html that could not be written, ...) go above it, each on a
+    line of its own, instead of into the middle of the bar."""
+    root = logging.getLogger()
+    saved = list(root.handlers)
+
+    class AboveTheBar(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            bar.write(self.format(record), file=sys.stderr)
+    moved = []
+    for handler in saved:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.stdout):
+            above = AboveTheBar(handler.level)
+            above.setFormatter(handler.formatter)
+            moved.append(above)
+        else:
+            moved.append(handler)
+    root.handlers = moved
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
 class StopOnCtrlC:
     """First Ctrl-C: set a flag the search polls (it stops at the next checkpoint, record complete).
     Second Ctrl-C: default SIGINT behaviour, i.e. the process ends at once (report.json is written atomically,
@@ -364,7 +391,7 @@ def execute(plan: SearchPlan, parts: Components) -> int:
             line = f"  {candidate.id:<7} failed: {_shorten(candidate.error or 'unknown error', 100)}"
         bar.write(line, file=sys.stderr)
 
-    with StopOnCtrlC(lambda text: bar.write(text, file=sys.stderr)) as stop:
+    with StopOnCtrlC(lambda text: bar.write(text, file=sys.stderr)) as stop, log_above(bar):
         callbacks = SearchCallbacks(on_progress=on_progress, on_candidate=on_candidate, should_stop=stop)
         search = parts.search(plan.config, callbacks)
         record_cli_settings(search, plan.settings)
@@ -396,6 +423,9 @@ def execute(plan: SearchPlan, parts: Components) -> int:
 
 
 def print_summary(result) -> None:
+    early = why_it_stopped_early(result.report)
+    if early:
+        say(f"note: {early}")
     best = result.best
     nan = float("nan")
     scores = best.scores or {}
@@ -417,6 +447,23 @@ def print_summary(result) -> None:
         print(f"control arm:   best total {control['best_total']:.2f} from seeds only with the same image budget "
               f"(beam {'+' if control['delta_total'] >= 0 else ''}{control['delta_total']:.2f})")
     sys.stdout.flush()
+
+
+def why_it_stopped_early(report: dict) -> Optional[str]:
+    """One line for a search that stopped before its rounds were done for a reason the user can act on."""
+    last = report["iterations"][-1] if report["iterations"] else None
+    if last is None:
+        return None
+    if report["stop_reason"] == "exhausted":
+        return (f"round {last['iteration'] + 1} brought no new prompt: the LLM wrote only prompts it had written "
+                f"before, also when asked again with them listed (stop reason exhausted). Try another or a larger "
+                f"model (--llm-model), or --dimension-policy adaptive")
+    if report["stop_reason"] == "failures" and last["failed"]:
+        first = next(c for c in report["candidates"] if c["id"] == last["failed"][0])
+        return (f"{len(last['failed'])} of {len(last['candidates'])} candidates of round {last['iteration'] + 1} "
+                f"failed, so the search stopped with the best so far (stop reason failures); the first: "
+                f"{' '.join(str(first['error']).split())}")
+    return None
 
 
 def print_resume_hint(run_dir: Path) -> None:

@@ -2,7 +2,8 @@
 expand, refine, combine, critique, negative, as `PromptEngine`; `rounds`: the per-round requests a search makes,
 round 0's pairs and each parent's critique with its children in one answer; `vision`: what a vision model says of
 images, a critic's evaluation of one and a pairwise judge's verdict on two), the text clean-up and argument checks
-they share (`text`), and their templates and JSON schemas (`templates`).
+they share (`text`), their templates and JSON schemas (`templates`), and the reader of an answer that is still
+streaming in (`jsonstream`).
 
 May import: pipeline.config, pipeline.errors. Nothing above it (no generation, scoring, beam, record, cli).
 

@@ -4,17 +4,24 @@ Only the native Ollama API is used (`/api/chat`, `/api/tags`, `/api/show`, `/api
 `requests`.
 Failures become typed exceptions whose messages say what to do. The client is safe to share between threads:
 each thread gets its own `requests.Session` (a Session is not documented as thread-safe).
+
+Every request has one deadline, `timeout` seconds from its start, that covers retries, waits and the whole answer
+(a server that drips a byte every few seconds never resets it), and every answer is read in blocks up to
+`max_answer_bytes`, never into memory whole. `chat(..., sink=...)` streams the answer (`"stream": true`) and hands
+each piece of text to the sink as it arrives (see AnswerSink).
 """
 from __future__ import annotations
 
+import email.utils
 import json
 import re
 import threading
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
 import requests
+import urllib3
 
 from ..errors import InvalidParameter, ModelNotFound, PromptBeamError
 
@@ -22,6 +29,12 @@ DEFAULT_TIMEOUT_S = 180.0     # a cold 8B model can take a minute to load before
 DEFAULT_RETRIES = 2           # extra attempts after the first, for connection errors and 5xx
 DEFAULT_KEEP_ALIVE = "5m"     # Ollama's own default
 CONNECT_TIMEOUT_S = 5.0       # a local server either accepts at once or is not there
+# A long answer of thousands of tokens is ~100 kB (streamed: ~1 MB of NDJSON); far past that the server or a proxy
+# misbehaves, and reading on would only fill memory.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+BUSY_STATUSES = (429, 503)    # "too many requests" / "server busy": wait (Retry-After) and ask again
+MAX_BACKOFF_S = 8.0
+_READ_BLOCK = 65536
 # Go's time.ParseDuration syntax, which Ollama uses for string keep_alive values ("5m", "1h30m", "-1s").
 _GO_DURATION = re.compile(r"^-?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+$")
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
@@ -54,6 +67,22 @@ class OllamaModelNotFound(OllamaError, ModelNotFound):
 
 class OllamaBadOutput(OllamaError):
     """The model's reply could not be used (not JSON, wrong shape, empty), even after a retry."""
+
+
+class OllamaBusy(OllamaError):
+    """Ollama (or a proxy in front of it) kept answering 429 / 503 for longer than the timeout allows."""
+
+
+class AnswerSink(Protocol):
+    """Where a streamed answer goes, piece by piece, while the model is still writing it."""
+
+    def feed(self, text: str) -> None:
+        """The next piece of the answer's text."""
+
+    def restart(self) -> bool:
+        """The answer broke off (connection dropped, an error line): may it be asked for again from the start?
+        True when nothing of it has been used yet (the sink forgets what it had); False makes the request fail
+        with the typed error, and the sink keeps what it has."""
 
 
 @dataclass(frozen=True)
@@ -195,14 +224,18 @@ def ollama_seed(seed: int) -> int:
 class OllamaClient:
     """Talks to one Ollama server about one model.
 
-    retries: extra attempts after a connection error or a 5xx answer, with exponential backoff
-    (`backoff_s`, doubling, capped at 8 s). A read timeout is not retried: the server is busy, and
-    asking again would only double the wait.
+    timeout: the most seconds one request may take from start to the end of its answer, retries and waits
+    included (not only the silence between two bytes).
+    retries: extra attempts after a connection error, a dropped answer or a 5xx answer, with exponential backoff
+    (`backoff_s`, doubling, capped at 8 s). A timeout is not retried: the server is busy, and asking again would
+    only double the wait. 429 / 503 ("busy") are asked again after the server's Retry-After (or the backoff) for
+    as long as the timeout allows, without counting as retries.
+    max_answer_bytes: the largest answer read; a larger one fails as bad output without being read whole.
     """
 
     def __init__(self, base_url: str, model: str, timeout: float = DEFAULT_TIMEOUT_S,
                  retries: int = DEFAULT_RETRIES, keep_alive: Union[str, int, float, None] = DEFAULT_KEEP_ALIVE,
-                 backoff_s: float = 0.5):
+                 backoff_s: float = 0.5, max_answer_bytes: int = MAX_ANSWER_BYTES):
         self.base_url = normalize_base_url(base_url)
         self.model = (model or "").strip()
         if not self.model:
@@ -216,6 +249,7 @@ class OllamaClient:
         self.retries = int(retries)
         self.keep_alive = normalize_keep_alive(keep_alive)
         self.backoff_s = float(backoff_s)
+        self.max_answer_bytes = int(max_answer_bytes)
         self._local = threading.local()
 
     @classmethod
@@ -235,11 +269,15 @@ class OllamaClient:
 
     def chat(self, messages: Sequence[Mapping[str, str]], format: Union[str, Mapping, None] = None,
              options: Optional[Mapping[str, Any]] = None, keep_alive: Union[str, int, float, None] = None,
-             think: Optional[bool] = False) -> ChatResponse:
-        """One non-streaming `/api/chat` call. `format` is "json" or a JSON schema; `options` are model options
+             think: Optional[bool] = False, stream: bool = False, sink: Optional[AnswerSink] = None
+             ) -> ChatResponse:
+        """One `/api/chat` call. `format` is "json" or a JSON schema; `options` are model options
         (temperature, top_p, top_k, seed, num_predict, num_ctx, ...; None values are dropped).
-        `think=False` asks thinking models to answer directly; any `<think>` block is stripped regardless."""
-        body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages], "stream": False,
+        `think=False` asks thinking models to answer directly; any `<think>` block is stripped regardless.
+        `stream=True` (implied by a `sink`) asks Ollama to stream the answer: the sink gets each piece of text as
+        it arrives; the result is the same ChatResponse as without streaming."""
+        stream = stream or sink is not None
+        body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages], "stream": stream,
                                 "keep_alive": self.keep_alive if keep_alive is None
                                 else normalize_keep_alive(keep_alive)}
         if think is not None:
@@ -252,7 +290,7 @@ class OllamaClient:
         if clean_options:
             body["options"] = clean_options
         started = time.perf_counter()
-        reply, attempts = self._request("POST", "/api/chat", body, what="chat")
+        reply, attempts = self._request("POST", "/api/chat", body, what="chat", sink=sink)
         message = reply.get("message") if isinstance(reply, dict) else None
         if not isinstance(message, dict):
             raise OllamaBadOutput(f"Ollama at {self.base_url} answered /api/chat without a message "
@@ -303,52 +341,189 @@ class OllamaClient:
             session = self._local.session = requests.Session()
         return session
 
-    def _request(self, method: str, path: str, body: Optional[dict], what: str) -> tuple[dict, int]:
+    def _request(self, method: str, path: str, body: Optional[dict], what: str,
+                 sink: Optional[AnswerSink] = None) -> tuple[dict, int]:
+        """One request with its retries, all within one deadline -> (the answer as one JSON object, attempts)."""
         url = self.base_url + path
+        deadline = time.monotonic() + self.timeout
+        attempts = failures = busy = 0
         last_problem, last_status = "", None
-        for attempts in range(1, self.retries + 2):
-            if attempts > 1:
-                time.sleep(min(self.backoff_s * 2 ** (attempts - 2), 8.0))
+        while True:
+            attempts += 1
             try:
-                response = self._session().request(method, url, json=body,
-                                                    timeout=(min(CONNECT_TIMEOUT_S, self.timeout), self.timeout))
-            except requests.exceptions.ReadTimeout:
-                raise OllamaTimeout(
-                    f"Ollama at {self.base_url} did not answer the {what} request for model '{self.model}' within "
-                    f"{self.timeout:g} s. The model may still be loading or be too large for this machine: raise "
-                    f"the timeout, or use a smaller model.", url=self.base_url) from None
-            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                last_problem, last_status = _connection_problem(exc), None
-                continue
-            if response.status_code >= 500:
-                last_problem = f"HTTP {response.status_code}: {_server_message(response)}"
-                last_status = response.status_code
-                continue
-            if response.status_code == 404 and path in ("/api/chat", "/api/generate", "/api/show"):
-                raise self._model_not_found(self._installed_or_empty(), server_message=_server_message(response))
-            if response.status_code >= 400:
-                raise OllamaError(f"Ollama at {self.base_url} rejected the {what} request for model "
-                                  f"'{self.model}' (HTTP {response.status_code}): {_server_message(response)}",
-                                  url=self.base_url, status=response.status_code)
-            try:
-                data = response.json()
-            except ValueError:
-                raise OllamaBadOutput(f"Ollama at {self.base_url} answered the {what} request with something "
-                                      f"that is not JSON ({response.text[:80]!r}); is this URL an Ollama "
-                                      f"server?", url=self.base_url, status=response.status_code) from None
-            if not isinstance(data, dict):
-                raise OllamaBadOutput(f"Ollama at {self.base_url} answered the {what} request with "
-                                      f"{type(data).__name__} instead of a JSON object", url=self.base_url)
-            return data, attempts
+                return self._attempt(method, url, path, body, what, deadline, sink), attempts
+            except _Busy as answer:
+                busy += 1
+                wait = answer.retry_after if answer.retry_after is not None else self._backoff(busy)
+                if time.monotonic() + wait >= deadline:
+                    raise OllamaBusy(
+                        f"Ollama at {self.base_url} is busy (HTTP {answer.status}: {answer.problem}) and "
+                        f"{_retry_advice(answer.retry_after)}, past the {self.timeout:g} s timeout for the {what} "
+                        f"request. Wait and run again, send fewer requests at once "
+                        f"(llm_concurrency), or raise OLLAMA_NUM_PARALLEL / OLLAMA_MAX_QUEUE on the server.",
+                        url=self.base_url, status=answer.status) from None
+                time.sleep(wait)
+            except _Failed as failed:
+                failures += 1
+                last_problem, last_status = failed.problem, failed.status
+                wait = self._backoff(failures)
+                if failures > self.retries or time.monotonic() + wait >= deadline:
+                    break
+                time.sleep(wait)
         if last_status is not None:
             raise OllamaError(f"Ollama at {self.base_url} failed the {what} request for model '{self.model}' "
-                              f"{attempts} times ({last_problem}). Check the Ollama server log; if the model ran "
+                              f"{failures} times ({last_problem}). Check the Ollama server log; if the model ran "
                               f"out of memory, try a smaller model or free GPU memory.", url=self.base_url,
                               status=last_status)
+        if last_problem == _DROPPED:
+            raise OllamaUnreachable(
+                f"Ollama at {self.base_url} dropped the connection in the middle of the {what} answer for model "
+                f"'{self.model}' ({failures} times). Check the Ollama server log (a crash, or a proxy that cuts "
+                f"long answers) and run again.", url=self.base_url)
         raise OllamaUnreachable(
-            f"Cannot reach Ollama at {self.base_url} ({last_problem}; tried {attempts} times). Start it with "
+            f"Cannot reach Ollama at {self.base_url} ({last_problem}; tried {failures} times). Start it with "
             f"`ollama serve` (or open the Ollama app), or point OLLAMA_BASE_URL / the base_url input at the "
             f"address where it runs.", url=self.base_url)
+
+    def _attempt(self, method: str, url: str, path: str, body: Optional[dict], what: str, deadline: float,
+                 sink: Optional[AnswerSink]) -> dict:
+        """Send once and read the whole answer before the deadline. Raises _Busy / _Failed for the retry loop,
+        and the typed errors for what is not retried."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._timeout(what)
+        try:
+            response = self._session().request(method, url, json=body, stream=True,
+                                                timeout=(min(CONNECT_TIMEOUT_S, remaining), remaining))
+        except requests.exceptions.ReadTimeout:
+            raise self._timeout(what) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise _Failed(_connection_problem(exc)) from None
+        try:
+            status = response.status_code
+            if status >= 400:
+                message = _server_message(response, self._read(response, deadline, what))
+                if status in BUSY_STATUSES:
+                    raise _Busy(status, message, _retry_after(response.headers.get("Retry-After")))
+                if status >= 500:
+                    raise _Failed(f"HTTP {status}: {message}", status)
+                if status == 404 and path in ("/api/chat", "/api/generate", "/api/show"):
+                    raise self._model_not_found(self._installed_or_empty(), server_message=message)
+                raise OllamaError(f"Ollama at {self.base_url} rejected the {what} request for model "
+                                  f"'{self.model}' (HTTP {status}): {message}", url=self.base_url, status=status)
+            if body is not None and body.get("stream"):
+                return self._read_stream(response, deadline, what, sink)
+            raw = self._read(response, deadline, what)
+        except _Dropped:
+            raise _Failed(_DROPPED) from None
+        finally:
+            if response.raw.isclosed():     # read to its end: the connection may serve the next request
+                response.raw.release_conn()
+            else:                           # abandoned mid-answer: never hand a half-read connection on
+                response.close()
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise OllamaBadOutput(f"Ollama at {self.base_url} answered the {what} request with something "
+                                  f"that is not JSON ({raw[:80].decode('utf-8', 'replace')!r}); is this URL an "
+                                  f"Ollama server?", url=self.base_url, status=response.status_code) from None
+        if not isinstance(data, dict):
+            raise OllamaBadOutput(f"Ollama at {self.base_url} answered the {what} request with "
+                                  f"{type(data).__name__} instead of a JSON object", url=self.base_url)
+        return data
+
+    def _read_stream(self, response: requests.Response, deadline: float, what: str,
+                     sink: Optional[AnswerSink]) -> dict:
+        """Read Ollama's NDJSON stream, handing each piece of text to the sink -> the answer as one object, the
+        shape a non-streamed answer has."""
+        content, thinking, buffer, final = [], [], b"", None
+        try:
+            for block in self._blocks(response, deadline, what):
+                buffer += block
+                *lines, buffer = buffer.split(b"\n")
+                for line in filter(None, (line.strip() for line in lines)):
+                    chunk = _stream_chunk(line, self.base_url, what)
+                    if chunk.get("error"):
+                        raise _StreamError(str(chunk["error"]))
+                    message = chunk.get("message") or {}
+                    piece = str(message.get("content") or chunk.get("response") or "")
+                    thinking.append(str(message.get("thinking") or ""))
+                    if piece:
+                        content.append(piece)
+                        if sink is not None:
+                            sink.feed(piece)
+                    if chunk.get("done"):
+                        final = chunk
+            if final is None:
+                raise _Dropped()
+        except (_Dropped, _StreamError) as broken:
+            problem = _DROPPED if isinstance(broken, _Dropped) else f"Ollama said: {broken}"
+            if sink is None or sink.restart():
+                raise _Failed(problem) from None
+            if isinstance(broken, _StreamError):
+                raise OllamaError(f"Ollama at {self.base_url} failed in the middle of the {what} answer for model "
+                                  f"'{self.model}' ({problem}). Check the Ollama server log.",
+                                  url=self.base_url) from None
+            raise OllamaUnreachable(f"Ollama at {self.base_url} dropped the connection in the middle of the "
+                                    f"{what} answer for model '{self.model}'. Check the Ollama server log (a "
+                                    f"crash, or a proxy that cuts long answers) and run again.",
+                                    url=self.base_url) from None
+        final = dict(final)
+        final["message"] = {"role": "assistant", "content": "".join(content), "thinking": "".join(thinking)}
+        if "response" in final:
+            final["response"] = "".join(content)
+        return final
+
+    def _read(self, response: requests.Response, deadline: float, what: str) -> bytes:
+        """The whole body, read in blocks within the deadline and the size limit."""
+        return b"".join(self._blocks(response, deadline, what))
+
+    def _blocks(self, response: requests.Response, deadline: float, what: str):
+        """The body as it arrives, block by block. Each read may wait only for what is left of the deadline, so
+        a server that drips a byte now and then still ends at the deadline; past max_answer_bytes (announced or
+        read) the answer is refused."""
+        limit = self.max_answer_bytes
+        announced = response.headers.get("Content-Length")
+        if announced and announced.isdigit() and int(announced) > limit:
+            raise self._too_large(what, f"{int(announced) / 2**20:.1f} MB announced")
+        raw, read = response.raw, 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout(what)
+            connection = getattr(raw, "connection", None)
+            if connection is not None and getattr(connection, "sock", None) is not None:
+                connection.sock.settimeout(remaining)
+            try:
+                block = raw.read1(_READ_BLOCK)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+                raise self._timeout(what) from None
+            except (urllib3.exceptions.ProtocolError, urllib3.exceptions.HTTPError, ConnectionError, OSError):
+                raise _Dropped() from None
+            if not block:
+                if raw.length_remaining:        # fewer bytes than Content-Length said: the connection dropped
+                    raise _Dropped()
+                return
+            read += len(block)
+            if read > limit:
+                raise self._too_large(what, f"more than {limit / 2**20:.1f} MB")
+            yield block
+
+    def _backoff(self, n: int) -> float:
+        return min(self.backoff_s * 2 ** (n - 1), MAX_BACKOFF_S)
+
+    def _timeout(self, what: str) -> OllamaTimeout:
+        return OllamaTimeout(
+            f"Ollama at {self.base_url} did not answer the {what} request for model '{self.model}' within "
+            f"{self.timeout:g} s. The model may still be loading or be too large for this machine: raise "
+            f"the timeout, or use a smaller model.", url=self.base_url)
+
+    def _too_large(self, what: str, size: str) -> OllamaBadOutput:
+        return OllamaBadOutput(
+            f"Ollama at {self.base_url} sent an answer to the {what} request for model '{self.model}' larger "
+            f"than this client reads ({size}; the limit is {self.max_answer_bytes / 2**20:g} MB), so it was cut "
+            f"off unread. A model that does not stop writing: set num_predict, or try another model.",
+            url=self.base_url)
 
     def _installed_or_empty(self) -> list[str]:
         try:
@@ -365,15 +540,74 @@ class OllamaClient:
             url=self.base_url, installed=installed)
 
 
-def _server_message(response: requests.Response) -> str:
+_DROPPED = "the connection dropped mid-answer"
+
+
+class _Failed(Exception):
+    """An attempt that may be retried (connection failure, dropped answer, 5xx)."""
+
+    def __init__(self, problem: str, status: Optional[int] = None):
+        self.problem, self.status = problem, status
+
+
+class _Busy(Exception):
+    """429 / 503: ask again after `retry_after` seconds (None: the server did not say)."""
+
+    def __init__(self, status: int, problem: str, retry_after: Optional[float]):
+        self.status, self.problem, self.retry_after = status, problem, retry_after
+
+
+class _Dropped(Exception):
+    """The answer stopped before its end."""
+
+
+class _StreamError(Exception):
+    """Ollama wrote {"error": ...} into a stream it had started."""
+
+
+def _stream_chunk(line: bytes, base_url: str, what: str) -> dict:
+    try:
+        chunk = json.loads(line)
+    except ValueError:
+        chunk = None
+    if not isinstance(chunk, dict):
+        raise OllamaBadOutput(f"Ollama at {base_url} streamed a line of the {what} answer that is not a JSON "
+                              f"object ({line[:80].decode('utf-8', 'replace')!r}); is this URL an Ollama server?",
+                              url=base_url)
+    return chunk
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """Retry-After as seconds: a number, or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _retry_advice(retry_after: Optional[float]) -> str:
+    if retry_after is None:
+        return "stayed busy"
+    return f"asked to retry in {retry_after:g} s"
+
+
+def _server_message(response: requests.Response, raw: bytes) -> str:
     """Ollama errors are `{"error": "..."}`; anything else is shown raw, shortened."""
     try:
-        data = response.json()
+        data = json.loads(raw)
         if isinstance(data, dict) and data.get("error"):
             return str(data["error"])
     except ValueError:
         pass
-    return (response.text or response.reason or "no details").strip()[:200]
+    return (raw.decode("utf-8", "replace") or response.reason or "no details").strip()[:200]
 
 
 def _connection_problem(exc: requests.exceptions.RequestException) -> str:

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from ..errors import InvalidParameter
 from . import templates as tpl
-from .client import ChatStats, OllamaBadOutput, OllamaClient, extract_json
+from .client import ChatStats, OllamaBadOutput, OllamaClient, OllamaError, extract_json
+from .jsonstream import EntryTap
 from .rounds import RoundOperations
 from .vision import VisionOperations
 from .templates import severity  # noqa: F401  (part of this module's API)
@@ -36,11 +37,14 @@ class PromptEngine(RoundOperations, VisionOperations):
     seed: default Ollama seed for every call (a per-call seed wins); None leaves sampling unseeded.
     allow_fallback: False turns twice-unusable output into OllamaBadOutput instead of a rule-based value.
     low_vram: a hint to callers to unload the model once the LLM work of a phase is done.
+    stream: the per-round operations (expand_pairs, refine_children) ask Ollama to stream, read the JSON as it
+    comes, and hand each entry to their `on_item` hook as soon as it is complete (see jsonstream.EntryTap).
     """
 
     def __init__(self, client: OllamaClient, temperature: Optional[float] = None, seed: Optional[int] = None,
                  top_p: Optional[float] = None, top_k: Optional[int] = None, num_ctx: Optional[int] = None,
-                 num_predict: Optional[int] = None, allow_fallback: bool = True, low_vram: bool = False):
+                 num_predict: Optional[int] = None, allow_fallback: bool = True, low_vram: bool = False,
+                 stream: bool = True):
         if temperature is not None and not 0.0 <= float(temperature) <= 2.0:
             raise InvalidParameter("temperature", f"must be between 0 and 2, got {temperature}")
         if top_p is not None and not 0.0 < float(top_p) <= 1.0:
@@ -54,6 +58,7 @@ class PromptEngine(RoundOperations, VisionOperations):
         self.top_p, self.top_k, self.num_ctx, self.num_predict = top_p, top_k, num_ctx, num_predict
         self.allow_fallback = bool(allow_fallback)
         self.low_vram = bool(low_vram)
+        self.stream = bool(stream)
         self._stats = ChatStats()
         self._lock = threading.Lock()
 
@@ -67,7 +72,7 @@ class PromptEngine(RoundOperations, VisionOperations):
         return {"provider": "ollama", "base_url": self.client.base_url, "model": self.client.model,
                 "temperature": self.temperature if self.temperature is not None else dict(DEFAULT_TEMPERATURES),
                 "seed": self.seed, "top_p": self.top_p, "top_k": self.top_k, "num_ctx": self.num_ctx,
-                "keep_alive": self.client.keep_alive, "low_vram": self.low_vram}
+                "keep_alive": self.client.keep_alive, "low_vram": self.low_vram, "stream": self.stream}
 
     # -- operations ---------------------------------------------------------------------------------------------
 
@@ -179,22 +184,41 @@ class PromptEngine(RoundOperations, VisionOperations):
 
     # -- machinery ----------------------------------------------------------------------------------------------
 
-    def _options(self, op: str, seed: Optional[int], num_predict: Optional[int]) -> dict:
+    def _options(self, op: str, seed: Optional[int], num_predict: Optional[int], hotter: float = 0.0) -> dict:
         seed = self.seed if seed is None else seed
-        return {"temperature": self.temperature if self.temperature is not None else DEFAULT_TEMPERATURES[op],
+        temperature = self.temperature if self.temperature is not None else DEFAULT_TEMPERATURES[op]
+        return {"temperature": min(2.0, temperature + hotter) if hotter else temperature,
                 "top_p": self.top_p, "top_k": self.top_k, "num_ctx": self.num_ctx, "seed": seed,
                 "num_predict": num_predict}
 
     def _ask(self, op: str, messages: list, schema: dict, parse: Callable[[Any], T], seed: Optional[int],
-             num_predict: Optional[int] = None, attempts: int = 2) -> tuple[Optional[T], ChatStats, str]:
-        """Call, parse, and on an unusable reply ask once more with the problem and the schema spelled out."""
+             num_predict: Optional[int] = None, attempts: int = 2, tap: Optional[EntryTap] = None,
+             hotter: float = 0.0) -> tuple[Optional[T], ChatStats, str]:
+        """Call, parse, and on an unusable reply ask once more with the problem and the schema spelled out.
+
+        With a tap the answer streams and the tap hands entries over as they complete. Entries handed over are
+        never taken back: an answer that breaks off after some (dropped, cut by num_predict, malformed further on)
+        keeps them, and the caller fills the rest as for any answer with too few entries. An answer that breaks
+        off before the first is treated as an unusable answer is today (asked again, then the fallback)."""
         stats, problem = ChatStats(), ""
         num_predict = self.num_predict or num_predict or DEFAULT_NUM_PREDICT.get(op)
         for attempt in range(1, attempts + 1):
-            reply = self.client.chat(messages, format=schema, options=self._options(op, seed, num_predict))
+            if tap is not None:
+                tap.restart()
+            try:
+                reply = self.client.chat(messages, format=schema, sink=tap,
+                                         options=self._options(op, seed, num_predict, hotter))
+            except OllamaError as exc:
+                if tap is None or not tap.used:
+                    raise
+                return tap.value, stats, f"the answer broke off after {tap.handed} entries ({_first_sentence(exc)})"
             stats += reply.stats
             with self._lock:
                 self._stats += reply.stats
+            if tap is not None and tap.used:
+                broken = tap.reader.broken or ("" if tap.reader.complete else "it stopped before its end")
+                cut = " (the answer hit the num_predict token limit)" if reply.done_reason == "length" else ""
+                return tap.value, stats, f"{broken}{cut}" if broken else ""
             try:
                 return parse(extract_json(reply.text)), stats, ""
             except ValueError as exc:
@@ -248,6 +272,11 @@ class PromptEngine(RoundOperations, VisionOperations):
             take(fallbacks())
         return OpResult(found, fallback=filled > 0, stats=stats, fallback_count=filled, problem=problem)
 
+    def _tap(self, key: str, parse: Callable[[Any], Any], entries_of: Callable[[Any], Sequence],
+             on_entry: Optional[Callable[[Any, int], None]], needs: Sequence[str] = ()) -> Optional[EntryTap]:
+        """A tap for a per-round operation's answer, or None when this engine does not stream."""
+        return EntryTap(key, parse, entries_of, on_entry, needs) if self.stream else None
+
     def _refuse_fallback(self, op: str, problem: str) -> None:
         if not self.allow_fallback:
             raise OllamaBadOutput(
@@ -256,3 +285,6 @@ class PromptEngine(RoundOperations, VisionOperations):
                 url=self.client.base_url)
 
 
+def _first_sentence(exc: Exception) -> str:
+    text = str(exc)
+    return text.split(". ")[0].rstrip(".")

@@ -6,6 +6,10 @@
                      model may be shown the parent's image and evaluate it first (analysis, strengths,
                      weaknesses); a separate critic's evaluation may be given instead, for the children to fix
 
+With a streaming engine (PromptEngine(stream=True)) each entry is handed to the caller's `on_item(index, entry,
+critique)` the moment the part of the answer read so far makes it usable, in answer order, while the rest is still
+being written; the result then lists the same entries first.
+
 They give the same record as the single operations (expand, critique, refine_variants, combine): WHAT and HOW stay
 separate fields, the critique is kept on each child, and any part the model did not deliver usably is produced by
 the same rule-based fallbacks and named in the result's `fallbacks`. A wholly unusable answer is asked again once
@@ -13,7 +17,7 @@ with the schema spelled out (PromptEngine._ask), exactly like the single operati
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from . import templates as tpl
 from .vision import (EVALUATION_SCHEMA, MAX_SIDE, ImageInput, encoded, evaluation_text,
@@ -23,6 +27,8 @@ from .text import (OpResult, _count, _critique_dict, _descriptiveness, _dimensio
 
 MAX_PAIRS = 16
 MAX_CHILDREN = 16
+NUDGE_HOTTER = 0.3       # a parent asked again after a round of repeats: this much above the usual temperature
+MAX_AVOID = 12           # the texts a nudged request lists as already written
 
 PAIRS_SYSTEM = """You write text-to-image prompts in two halves, and the final prompt made from them.
 {flux_note}
@@ -110,14 +116,15 @@ def _fields(keys: Iterable[str]) -> str:
 
 
 class RoundOperations:
-    """Mixed into PromptEngine: uses its `_ask`, `_refuse_fallback` and `combine_template`."""
+    """Mixed into PromptEngine: uses its `_ask`, `_tap`, `_refuse_fallback` and `combine_template`."""
 
     def expand_pairs(self, prompt: str, n: int, descriptiveness: int = 2, style: str = "natural",
-                     combine: bool = True, seed: Optional[int] = None, part: Optional[tuple] = None
-                     ) -> OpResult[list]:
+                     combine: bool = True, seed: Optional[int] = None, part: Optional[tuple] = None,
+                     on_item: Optional[Callable[[int, dict, None], None]] = None) -> OpResult[list]:
         """n distinct {what, how, prompt, fallbacks} entries for the user's prompt, in one call. combine=False
         leaves "prompt" empty (the caller combines by template). part=(i, k): this call writes the i-th of k
-        groups of a round's pairs; it takes DIRECTIONS[i] and its fallbacks start past the earlier groups'."""
+        groups of a round's pairs; it takes DIRECTIONS[i] and its fallbacks start past the earlier groups'.
+        on_item(index, entry, None): each entry as soon as it is complete (streaming engines)."""
         prompt, n = _text("prompt", prompt), _count("n", n, MAX_PAIRS)
         descriptiveness, style = _descriptiveness(descriptiveness), _style(style)
         keys = ("what", "how", "prompt") if combine else ("what", "how")
@@ -150,8 +157,19 @@ class RoundOperations:
                 raise ValueError("no usable (what, how) entry in 'pairs'")
             return out
 
+        def finish(entry: dict) -> dict:
+            """The entry as the result lists it: a missing combined prompt made by the template, and said so."""
+            entry = {**entry, "fallbacks": list(entry.get("fallbacks") or [])}
+            if combine and not entry["prompt"]:
+                entry["prompt"] = self.combine_template(entry["what"], entry["how"], style)
+                entry["fallbacks"].append("combine")
+            entry["prompt"] = entry["prompt"] or ""
+            return entry
+
+        tap = self._tap("pairs", parse, lambda found: found[:n],
+                        on_item and (lambda found, index: on_item(index, finish(found[index]), None)))
         found, stats, problem = self._ask("expand", _messages(system, user), pairs_schema(n, combine), parse, seed,
-                                          num_predict=200 + (420 if combine else 260) * n)
+                                          num_predict=200 + (420 if combine else 260) * n, tap=tap)
         found = (found or [])[:n]
         missing = n - len(found)
         if missing:
@@ -162,24 +180,22 @@ class RoundOperations:
             for i in range(missing):
                 found.append({"what": whats[i], "how": hows[i], "prompt": None,
                               "fallbacks": ["expand_what", "expand_how"]})
-        for entry in found:
-            entry.setdefault("fallbacks", [])
-            if combine and not entry["prompt"]:
-                entry["prompt"] = self.combine_template(entry["what"], entry["how"], style)
-                entry["fallbacks"].append("combine")
-            entry["prompt"] = entry["prompt"] or ""
+        found = [finish(entry) for entry in found]
         fallbacks = sum(1 for e in found if e["fallbacks"])
         return OpResult(found, fallback=fallbacks > 0, stats=stats, fallback_count=fallbacks, problem=problem)
 
     def refine_children(self, user_prompt: str, what: str, how: str, prompt: str, scores: Mapping, dimension: str,
                         n: int, history: Iterable[Mapping] = (), caption: Optional[str] = None,
                         descriptiveness: int = 2, style: str = "natural", combine: bool = True,
-                        seed: Optional[int] = None, image: Optional[ImageInput] = None,
+                        seed: Optional[int] = None, on_item: Optional[Callable[[int, dict, dict], None]] = None,
+                        avoid: Sequence[str] = (), image: Optional[ImageInput] = None,
                         evaluation: Optional[Mapping] = None, max_side: int = MAX_SIDE) -> OpResult[dict]:
         """One parent's critique and n children, in one call ->
         {critique: {critique, recommendation, reason}, children: [{what, how, prompt, fallbacks}],
          evaluation: {analysis, strengths, weaknesses} | None, evaluation_problem: str}.
-
+        on_item(index, child, critique): each child as soon as it is complete (streaming engines).
+        avoid: texts of this half already written in the search (the model repeated itself): the children must
+        differ from them, and the request is made NUDGE_HOTTER warmer.
         image: the parent's rendered image, for a vision model that looks at it and evaluates it before writing
         (the answer's `evaluation`). evaluation: what a separate vision critic saw, for the children to fix."""
         user_prompt, dimension = _text("user_prompt", user_prompt), _dimension(dimension)
@@ -205,22 +221,29 @@ class RoundOperations:
             lines += ["Earlier edits in this line (oldest first):"] + past
         if evaluation:
             lines += [evaluation_text(evaluation), FIX_WEAKNESSES]
+        avoid = list(dict.fromkeys(t for t in avoid if t))[-MAX_AVOID:]
+        if avoid:
+            lines += [f"These {dim} texts were already written in this search; every new one must differ clearly "
+                      f"from all of them (other elements, another arrangement, other wording):"]
+            lines += [f"- {text}" for text in avoid]
         lines.append(f"{'Look at the image, review it' if image is not None else 'Review it'}, then write {n} "
                      f"different improved {dim} texts.")
         messages = _messages(system, "\n".join(lines))
         if image is not None:
             messages[-1]["images"] = [encoded(image, max_side)]
+        # Texts to avoid are shown, not filtered here: a child that repeats one anyway is dropped as a duplicate
+        # by the search, which then knows the model had nothing new (a rule-based child would hide that).
         banned = {distinct_key(current)}
-        seen_image: dict = {}
 
         def parse(data: Any) -> dict:
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            looked = {"evaluation": None, "evaluation_problem": ""}
             if image is not None:     # an unusable evaluation does not sink usable children
                 try:
-                    seen_image["evaluation"], seen_image["problem"] = parse_evaluation(data), ""
+                    looked["evaluation"] = parse_evaluation(data)
                 except ValueError as exc:
-                    seen_image["evaluation"], seen_image["problem"] = None, str(exc)
+                    looked["evaluation_problem"] = str(exc)
             review = {key: clean_text(str(data.get(key) or "")) for key in ("critique", "recommendation", "reason")}
             for key in ("critique", "recommendation"):
                 if not review[key]:
@@ -235,19 +258,36 @@ class RoundOperations:
                     continue
                 seen.add(distinct_key(half))
                 children.append({"half": half, "prompt": _prompt_or_none(item) if combine else None})
-            return {"critique": review, "children": children}
+            return {"critique": review, "children": children, **looked}
 
+        def unseen(found: Mapping) -> list:
+            """A child written without the evaluation the model was asked for (the look at the image failed)."""
+            return ["critic"] if image is not None and not found.get("evaluation") else []
+
+        def finish(child: dict, shared: Sequence[str] = ()) -> dict:
+            """The child as the result lists it: both halves, its combined prompt (by template when missing)."""
+            halves = {"what": what, "how": how, dimension: child["half"]}
+            fallbacks = list(shared) + (["refine"] if child.get("refine_fallback") else [])
+            combined = child["prompt"]
+            if combine and not combined:
+                combined = self.combine_template(halves["what"], halves["how"], style)
+                fallbacks.append("combine")
+            return {**halves, "prompt": combined or "", "fallbacks": fallbacks}
+
+        tap = self._tap("children", parse, lambda found: found["children"][:n],
+                        on_item and (lambda found, index: on_item(index, finish(found["children"][index],
+                                                                                 unseen(found)),
+                                                                  _critique_dict(found["critique"]))),
+                        needs=("critique", "recommendation", "reason"))
         schema = children_schema(dimension, n, combine, evaluate=image is not None)
         num_predict = (600 if image is not None else 300) + (420 if combine else 220) * n
-        answer, stats, problem = self._ask("refine", messages, schema, parse, seed, num_predict=num_predict)
-        looked = {"evaluation": seen_image.get("evaluation"),
-                  "evaluation_problem": seen_image.get("problem", problem)} if image is not None else \
-            {"evaluation": None, "evaluation_problem": ""}
+        answer, stats, problem = self._ask("refine", messages, schema, parse, seed, num_predict=num_predict, tap=tap,
+                                           hotter=NUDGE_HOTTER if avoid else 0.0)
         shared: list[str] = []
         if answer is None:
             self._refuse_fallback("refine", problem)
             answer = {"critique": tpl.fallback_critique(user_prompt, what, how, scores, dimension, caption),
-                      "children": []}
+                      "children": [], "evaluation": None, "evaluation_problem": problem if image is not None else ""}
             shared.append("critique")
         children = answer["children"][:n]
         missing = n - len(children)
@@ -257,17 +297,11 @@ class RoundOperations:
             made = _fresh(tpl.fallback_refinements(current, dimension, user_prompt, _index(seed)),
                           [current] + [c["half"] for c in children])
             children += [{"half": half, "prompt": None, "refine_fallback": True} for half in made[:missing]]
-        out = []
-        for child in children:
-            halves = {"what": what, "how": how, dimension: child["half"]}
-            fallbacks = list(shared) + (["refine"] if child.get("refine_fallback") else [])
-            combined = child["prompt"]
-            if combine and not combined:
-                combined = self.combine_template(halves["what"], halves["how"], style)
-                fallbacks.append("combine")
-            out.append({**halves, "prompt": combined or "", "fallbacks": fallbacks})
+        out = [finish(child, shared + unseen(answer)) for child in children]
         fallbacks = sum(1 for c in out if c["fallbacks"])
-        return OpResult({"critique": _critique_dict(answer["critique"]), "children": out, **looked},
+        return OpResult({"critique": _critique_dict(answer["critique"]), "children": out,
+                         "evaluation": answer.get("evaluation"),
+                         "evaluation_problem": answer.get("evaluation_problem") or ""},
                         fallback=fallbacks > 0, stats=stats, fallback_count=fallbacks, problem=problem)
 
 

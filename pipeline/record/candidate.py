@@ -43,6 +43,7 @@ class Candidate:
     render: Optional[dict] = None       # where the generator rendered it, when it says (e.g. the ComfyUI worker)
     negative_ignored: bool = False      # a negative prompt the generator did not use (Flux without true CFG > 1)
     evaluation: Optional[dict] = None   # a vision critic's {analysis, strengths, weaknesses, model} of its image
+    batch: Optional[int] = None         # the round's generate/score call it was rendered in (0, 1, ...), for replay
 
     @property
     def total(self) -> Optional[float]:

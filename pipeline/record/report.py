@@ -35,7 +35,7 @@ from .candidate import Candidate
 from .journal import Journal, load_report, snapshot_due
 from .pnginfo import PARAMETERS_KEY, a1111_parameters, candidate_text, load_png_pixels, rewrite_png_text, save_png
 from .page import write_page
-from .storage import RecordNotWritable, replacing, storage_failure
+from .storage import RecordNotWritable, page_not_written, replacing, storage_failure
 from .run_index import RUN_ID
 
 log = logging.getLogger(__name__)
@@ -269,12 +269,19 @@ class RunRecord:
         self._write_page()
 
     def _write_page(self) -> None:
-        """report.html follows every save. It is derived from report.json, so a failure to write it is logged
-        and never ends the search (the viewer rebuilds a missing or stale page from report.json)."""
+        """report.html follows every save. It is derived from report.json, so a failure to write it never ends the
+        search (the viewer rebuilds a missing or stale page from report.json): it is said in one line, once until
+        it changes, with the traceback only in debug logging (--debug)."""
         try:
             write_page(self.run_dir, self.report)
-        except Exception:
-            log.warning("could not write %s/report.html", self.run_dir, exc_info=True)
+        except Exception as exc:
+            log.debug("could not write %s/report.html", self.run_dir, exc_info=True)
+            problem = page_not_written(self.run_dir, exc)
+            if problem != getattr(self, "_page_problem", None):
+                log.warning("%s", problem)
+            self._page_problem = problem
+        else:
+            self._page_problem = None
 
     def _png_text(self, candidate: Candidate, best_size: Optional[tuple[int, int]] = None) -> dict:
         """A candidate's PNG text; given the image's (width, height), also the winner's A1111 `parameters`."""

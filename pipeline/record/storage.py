@@ -70,6 +70,18 @@ def _inside(filename, run_dir: Path) -> bool:
     return path == run_dir or run_dir in path.parents
 
 
+def page_not_written(run_dir: Path, exc: BaseException) -> str:
+    """One line for a report.html that could not be written: what happened, that nothing is lost, what to do."""
+    failure = storage_failure(exc, run_dir)
+    if failure is not None:
+        happened, fix = PROBLEMS[failure.errno]
+        why = f"{happened.format(run_dir=run_dir)} ({os.strerror(failure.errno)})"
+    else:
+        why, fix = f"{type(exc).__name__}: {exc}", "fix that"
+    return (f"could not write {Path(run_dir) / 'report.html'}: {why}; the search goes on and report.json is complete. "
+            f"{fix[0].upper() + fix[1:]}, then `python -m pipeline view {run_dir}` writes the page again")
+
+
 class RecordNotWritable(PromptBeamError):
     """The run directory could not be written (full disk, read-only folder, ...). The record on disk is valid up
     to `last` (the last candidate it holds); `resume_command`, when a caller sets it, is shown as the way on."""

@@ -90,4 +90,7 @@ def test_search_invariants(scenario):
             control = report["control"]
             assert control["budget"] == sum(1 for c in rendered if c.iteration >= 1)
             assert len(control["seeds"]) == control["budget"]
-        assert report["stop_reason"] in ("max_iterations", "failures")
+        assert report["stop_reason"] in ("max_iterations", "failures", "exhausted")
+        # exhausted: the last round brought nothing new, and only then
+        assert (report["stop_reason"] == "exhausted") == (len(report["iterations"]) > 1
+                                                          and not report["iterations"][-1]["candidates"])

@@ -30,9 +30,12 @@ def search(tmp_path, fake, name, generator=None, callbacks=None, **changes):
                       callbacks).run(PROMPT, tmp_path, name)
 
 
-def comparable(report):
-    """What must not depend on timing: every candidate (ids, halves, prompts, seeds, scores) and every round."""
-    return {"candidates": report["candidates"], "iterations": report["iterations"], "best": report.get("best"),
+def comparable(report, batches=True):
+    """What must not depend on timing: every candidate (ids, halves, prompts, seeds, scores, the batch it was
+    rendered in) and every round. batches=False compares runs that batch differently by design (low_vram renders
+    a round as one batch, a resumed round renders its planned candidates together)."""
+    candidates = [c if batches else {k: v for k, v in c.items() if k != "batch"} for c in report["candidates"]]
+    return {"candidates": candidates, "iterations": report["iterations"], "best": report.get("best"),
             "lineage": report.get("lineage"), "stop_reason": report["stop_reason"]}
 
 
@@ -82,10 +85,10 @@ def test_children_render_while_the_next_parent_is_still_with_the_llm(tmp_path, f
             seen.append((len(requests), len(fake_ollama.answered)))
             return super().generate(requests, on_step, should_stop)
     result = search(tmp_path, fake_ollama, "watched", Watching(), llm_concurrency=1, iterations=2)
-    # round 0's two requests (two pairs each) come back and render; then round 1's first parent's 2 children
-    # render while the second parent's answer (the fourth of the run) has not come back yet
-    assert [size for size, _ in seen] == [2, 2, 2, 2]
-    assert seen[2] == (2, 3)
+    # round 0's two requests (two pairs each) stream in and render one pair at a time; then round 1's first
+    # parent's 2 children render while the second parent's answer (the fourth of the run) has not come back yet
+    assert [size for size, _ in seen] == [1] * 8
+    assert seen[4][1] <= 3 and seen[5][1] <= 3
     assert comparable(result.report) == comparable(first.report)
 
 
@@ -122,7 +125,7 @@ def test_timing_of_a_slow_model_changes_nothing_and_low_vram_keeps_the_phases_or
     ordered = search(tmp_path, fake_ollama, "ordered", Watching(), low_vram=True)
     # one batch a round (its candidates, duplicates dropped), each after Ollama was unloaded
     assert seen == [(k + 1, len(it["candidates"])) for k, it in enumerate(instant.report["iterations"])]
-    assert comparable(ordered.report) == comparable(instant.report)
+    assert comparable(ordered.report, batches=False) == comparable(instant.report, batches=False)
 
 
 def test_interrupt_while_a_parent_waits_for_the_llm_resumes_mid_round(tmp_path, fake_ollama):
@@ -148,7 +151,7 @@ def test_interrupt_while_a_parent_waits_for_the_llm_resumes_mid_round(tmp_path, 
     # only the parent that had not answered is asked again, then the run goes on to the end
     round1 = [b for b in fake_ollama.bodies() if parent_two_what in b["messages"][-1]["content"]]
     assert len(round1) >= 1
-    assert comparable(resumed.report) == comparable(straight.report)
+    assert comparable(resumed.report, batches=False) == comparable(straight.report, batches=False)
 
 
 @pytest.mark.parametrize("broken", ["garbage", "no_children"])

@@ -34,19 +34,23 @@ def assert_ends_at_100(events, rendered: int):
 def test_dropped_duplicates_shrink_the_total(tmp_path):
     result, events = run(tmp_path, FastOps(duplicate_children=True), beam_width=4, keep_top=2, iterations=3)
     report = result.report
-    assert [len(entry["duplicates"]) for entry in report["iterations"]] == [0, 4, 4]
+    # round 1 brings nothing new (all four dropped), so the search stops there: exhausted
+    assert [len(entry["duplicates"]) for entry in report["iterations"]] == [0, 4]
+    assert result.stop_reason == "exhausted"
     assert_ends_at_100(events, 4)
     assert events[0].images_total == 12                  # planned: 4 + 2 rounds * 4
-    # Once round 1 is planned (all four dropped), the total is 4 now + round 2's four.
-    assert {e.images_total for e in events if e.iteration == 1 and e.phase != "llm"} == {8}
+    # Once round 1 is planned (all four dropped), the total is 4 now + round 2's four, until the round stops it.
+    assert {e.images_total for e in events if e.iteration == 1 and e.phase not in ("llm", "select")} == {8}
     assert report["images"]["budget"] == 12              # the record's budget keeps its documented meaning
 
 
-@pytest.mark.parametrize("stop", [{"target_score": 1.0}, {"patience": 1}])
-def test_an_early_stop_ends_at_100(tmp_path, stop):
-    result, events = run(tmp_path, FastOps(duplicate_children="patience" in stop), beam_width=4, keep_top=2,
+@pytest.mark.parametrize("stop, duplicates, reason", [({"target_score": 1.0}, False, "target"),
+                                                      ({"patience": 1}, False, "patience"),
+                                                      ({}, True, "exhausted")])
+def test_an_early_stop_ends_at_100(tmp_path, stop, duplicates, reason):
+    result, events = run(tmp_path, FastOps(duplicate_children=duplicates), beam_width=4, keep_top=2,
                          iterations=5, **stop)
-    assert result.stop_reason in ("target", "patience") and len(result.report["iterations"]) < 5
+    assert result.stop_reason == reason and len(result.report["iterations"]) < 5
     assert_ends_at_100(events, len(result.report["candidates"]))
 
 

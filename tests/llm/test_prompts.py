@@ -331,7 +331,7 @@ def test_describe_for_the_run_record(fake_ollama):
     engine = PromptEngine(OllamaClient(fake_ollama.url, MODEL, keep_alive="0"), seed=4, low_vram=True)
     assert engine.describe() == {"provider": "ollama", "base_url": fake_ollama.url, "model": MODEL,
                                  "temperature": DEFAULT_TEMPERATURES, "seed": 4, "top_p": None, "top_k": None,
-                                 "num_ctx": None, "keep_alive": 0, "low_vram": True}
+                                 "num_ctx": None, "keep_alive": 0, "low_vram": True, "stream": True}
 
 
 # -- validation and cleaning -----------------------------------------------------------------------------------------

@@ -52,6 +52,25 @@ class PromptBeamTestGenerateMany:
         return (torch.stack([r.image for r in results]),)
 
 
+def _add_routes():
+    """POST /promptbeam_test/unload_models: what ComfyUI's memory management does when another model needs the
+    memory (comfy.model_management.unload_all_models), answered with how many models were loaded before and after.
+    Tests call it while a search waits for its LLM, between two rounds."""
+    from aiohttp import web
+    import comfy.model_management as model_management
+    from server import PromptServer
+
+    @PromptServer.instance.routes.post("/promptbeam_test/unload_models")
+    async def unload_models(request):
+        before = len(model_management.current_loaded_models)
+        model_management.unload_all_models()
+        model_management.soft_empty_cache()
+        return web.json_response({"loaded_before": before,
+                                  "loaded_after": len(model_management.current_loaded_models)})
+
+
+_add_routes()
+
 NODE_CLASS_MAPPINGS = {"PromptBeamTestTinyFlux": PromptBeamTestTinyFlux,
                        "PromptBeamTestGenerateMany": PromptBeamTestGenerateMany}
 NODE_DISPLAY_NAME_MAPPINGS = {"PromptBeamTestTinyFlux": "Prompt Beam Test: Tiny Flux",
