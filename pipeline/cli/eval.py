@@ -27,7 +27,8 @@ from .models import check_models, model_settings, record_cli_settings, recorded_
 
 RESUME_HINT = "python -m pipeline eval --resume {eval_dir}"
 NOT_FLAGS = {"resume", "out", "debug", "handler", "flag_names", "command"}
-CHANGEABLE_ON_RESUME = {"device", "offload"}        # where it runs, not what it measures
+# Where and how fast it runs, not what it measures.
+CHANGEABLE_ON_RESUME = {"device", "offload", "compile", "compile_cache"}
 
 
 def add_parser(commands, parents) -> argparse.ArgumentParser:
@@ -120,7 +121,8 @@ def _resume_plan(args: argparse.Namespace, env: Settings) -> EvalPlan:
     given = sorted(k for k, v in vars(args).items() if k not in NOT_FLAGS | CHANGEABLE_ON_RESUME and v is not None)
     if given:
         raise InvalidParameter(given[0], "cannot be changed when resuming: the eval keeps the prompts, judges and "
-                                         "settings in its eval.json (only --device and --offload can change)")
+                                         "settings in its eval.json (only --device, --offload, --compile and "
+                                         "--compile-cache can change)")
     record = EvalRecord.open(args.resume, flag="resume")
     saved = record.data["settings"]
     judges = parse_judge_specs(saved.get("judge_specs"), flag="judge")

@@ -132,10 +132,10 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
                          help="keep Flux's parts in RAM and move each to the GPU only while it runs (less VRAM)")
     runtime.add_argument("--low-vram", dest="low_vram", action="store_true", default=None,
                          help="unload the Ollama model before each round's generation")
-    runtime.add_argument("--compile", action="store_true", default=False,
+    runtime.add_argument("--compile", action="store_true", default=None,
                          help="compile Flux's transformer blocks before round 0 (about 20 s the first time, a few "
                               "seconds with a warm cache; ~20 %% faster images on a GPU)")
-    runtime.add_argument("--fp8", action="store_true", default=False,
+    runtime.add_argument("--fp8", action="store_true", default=None,
                          help="with --compile: float8 weights through torchao on GPUs with fp8 (Ada, Hopper or "
                               "newer); faster, and pixels differ slightly from bf16")
     runtime.add_argument("--compile-cache", dest="compile_cache", metavar="DIR",
