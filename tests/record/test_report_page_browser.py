@@ -156,3 +156,37 @@ def test_a_hostile_prompt_is_shown_as_text_and_runs_nothing(context, runs):
     assert heading == result.report["user_prompt"]
     assert viewer.page.evaluate("() => document.scripts.length") == 1
     assert viewer.problems == []                          # no alert dialog, no request for "x"
+
+
+def test_a_judged_run_shows_each_pair_with_both_images_and_what_the_critic_saw(context, fake_ollama, tmp_path):
+    """A search with a vision critic and a pairwise judge (the fake Ollama's vision models): every judged pair's two
+    images load, the winner is marked, and a critiqued parent's full view lists the critic's weaknesses."""
+    from pipeline.beam.search import BeamConfig, BeamSearch
+    from pipeline.llm.client import OllamaClient
+    from pipeline.llm.operations import PromptEngine
+    from pipeline.llm.vision import PairwiseJudge
+    from tests.beam.test_beam_collaborators import HashGenerator, StatsScorer
+
+    fake_ollama.add_vision_models()
+    vision = PromptEngine(OllamaClient(fake_ollama.url, "qwen2.5vl:7b"))
+    result = BeamSearch(PromptEngine(OllamaClient(fake_ollama.url, "qwen2.5:7b-instruct")), HashGenerator(),
+                        StatsScorer(), BeamConfig(width=48, height=48, seed=5, beam_width=6, judge_margin=2.0),
+                        critic=vision, judge=PairwiseJudge(vision)).run("a lighthouse in a storm", tmp_path)
+    report = result.report
+    viewer = Viewer(context, result.run_dir)
+    pairs = viewer.page.locator(".judgement")
+    assert pairs.count() == len(report["judgements"]) > 0
+    for index in range(pairs.count()):               # the pairs' images load lazily, as they come into view
+        pairs.nth(index).scroll_into_view_if_needed()
+    viewer.page.wait_for_function("() => [...document.querySelectorAll('.judgement img')].every(i => i.complete)")
+    pictures = viewer.images(".judgement img")
+    assert len(pictures) == 2 * len(report["judgements"]) and all(done and w == 48 for _, done, w in pictures)
+    decided = [j for j in report["judgements"] if j["verdict"] != "tie"]
+    assert viewer.page.locator(".judgement figure.won").count() == len(decided)
+    parent = next(c for c in report["candidates"] if c["evaluation"])
+    viewer.page.click(f"#card-{parent['id']}")
+    overlay = viewer.page.locator(f"#view-{parent['id']}")
+    overlay.wait_for(state="visible")
+    assert "What the critic saw (qwen2.5vl:7b)" in overlay.inner_text()
+    assert overlay.locator(".evaluation ul.weaknesses li").all_inner_texts() == parent["evaluation"]["weaknesses"]
+    assert viewer.problems == []
