@@ -224,20 +224,15 @@ def test_beam_then_upscale_runs_from_the_template_browser(comfy_server, here, br
     context = browser.new_context(viewport={"width": 1600, "height": 1000})
     try:
         editor = editor_module.Editor(context, comfy_server.url)
-        opened = editor.page.evaluate("""async (pack) => {
-            const sleep = (ms) => new Promise(r => setTimeout(r, ms));
-            // The dialog fetches the template lists and thumbnails when it opens: slow on a busy machine.
-            const until = async (find) => { for (let i = 0; i < 300; i++) { const f = find(); if (f) return f;
-                await sleep(100); } throw new Error("not found: " + find); };
-            (await until(() => Array.from(document.querySelectorAll("button"))
-                .find(b => b.textContent.trim() === "Templates"))).click();
-            (await until(() => Array.from(document.querySelectorAll(".p-dialog li"))
-                .find(e => e.textContent.trim() === pack))).click();
-            (await until(() => document.querySelector('[data-testid="template-workflow-beam_then_upscale"]'))).click();
-            await until(() => !document.querySelector(".p-dialog") &&
-                              app.graph._nodes.some(n => n.type === "PromptBeamSearch"));
-            return app.graph._nodes.length;
-        }""", PACK_FOLDER)
+        page = editor.page
+        # The dialog fetches the template lists and thumbnails when it opens: slow on a busy machine. Playwright's
+        # own waits (not a polling loop inside the page) click each element once it is there and can take a click.
+        page.get_by_role("button", name="Templates", exact=True).first.click()
+        page.locator(".p-dialog li").filter(has_text=PACK_FOLDER).first.click(timeout=60_000)
+        page.locator('[data-testid="template-workflow-beam_then_upscale"]').click(timeout=60_000)
+        page.wait_for_function("""() => !document.querySelector(".p-dialog") &&
+                                        app.graph._nodes.some(n => n.type === "PromptBeamSearch")""", timeout=60_000)
+        opened = page.evaluate("() => app.graph._nodes.length")
         workflow, prompt = editor.export()
         assert editor.errors == []
     finally:
