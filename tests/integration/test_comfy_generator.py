@@ -251,7 +251,8 @@ def batch_pixels(server, entry, tag) -> list:
 def test_a_batch_renders_image_i_as_ksampler_with_seed_i(comfy_server, sampler, scheduler, batches):
     """max_batch > 1: a deterministic sampler renders the requests as ONE batch, each with its own seed's noise; an
     ancestral one renders them one by one. Either way image i equals KSampler + VAEDecode with seed i — here, on
-    the CPU in fp32 (on a GPU in bf16 the batch rounds differently: see docs/performance.md)."""
+    the CPU in fp32, to the 8-bit rounding step (on a GPU in bf16 the batch rounds differently: see
+    docs/performance.md)."""
     tag = unique_tag("many")
     prompts = ["a red fox in the snow", "a lighthouse at night", "a bowl of ripe pears on a table"]
     graph = {**models(), **many_branch(f"{tag}b", prompts, 42, sampler, scheduler, expect_batches=batches)}
@@ -263,5 +264,9 @@ def test_a_batch_renders_image_i_as_ksampler_with_seed_i(comfy_server, sampler, 
     singles = [pixels(comfy_server, entry, f"{tag}s{i}") for i in range(len(prompts))]
     assert len(batch) == len(prompts)
     for ours, theirs in zip(batch, singles):
-        assert ours.std() > 5 and np.array_equal(ours, theirs)
+        # The same floats to ~1e-6: a value on an 8-bit rounding boundary may land one step away (seen with torch
+        # 2.14 on the CPU: 1 to 3 pixels of 12,288 differ by 1). Any real difference (another seed's noise, another
+        # prompt) changes most pixels by tens of steps.
+        difference = np.abs(ours.astype(int) - theirs.astype(int))
+        assert ours.std() > 5 and difference.max() <= 1 and (difference > 0).mean() < 0.001, difference.max()
     assert not np.array_equal(batch[0], batch[1])
