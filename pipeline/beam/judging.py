@@ -164,7 +164,8 @@ class JudgePhase:
         return order, summary
 
     # ---- asking ---------------------------------------------------------------------------------------------------
-    def _ask_wave(self, iteration: int, wave: list[Pair], by_id: dict, encoded: dict) -> tuple[list[dict], str]:
+    def _ask_wave(self, iteration: int, wave: list[Pair], by_id: dict, encoded: dict
+                  ) -> tuple[list[dict], Optional[str]]:
         """The wave's pairs, both orders each, at most llm_concurrency requests at once -> (their judgements in
         wave order, recorded; the error that ended judging for this round or None)."""
         entries, failure = [], None
