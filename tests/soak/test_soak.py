@@ -43,11 +43,14 @@ def slope(xs: list, ys: list) -> float:
 
 
 def candidates_recorded(out: Path) -> int:
+    """The record as a reader sees it: report.json and the changes journaled since its last rewrite."""
+    from pipeline.record import load_report
+
     reports = list(out.glob("*/report.json"))
     if not reports:
         return 0
     try:
-        return len(json.loads(reports[0].read_text(encoding="utf-8"))["candidates"])
+        return len(load_report(reports[0].parent)["candidates"])
     except (OSError, ValueError):
         return -1       # between a write and its rename: read again at the next sample
 
