@@ -5,11 +5,14 @@
 
 Each server runs ComfyUI itself (`main.py`, one GPU each through CUDA_VISIBLE_DEVICES) with the bench-only node
 pack bench/bench_pack (a Flux-schnell-size random-weight MODEL, context 768 so a CLIP-L encodes the prompt) and
-random CLIP-L / TAESD files written by tests/integration/build_tiny_models.py. The render workflow is the shipped
-workflows/api/render_flux_worker.json with those loaders in place of UNETLoader / DualCLIPLoader / VAELoader.
+a random CLIP-L written by tests/integration/build_tiny_models.py, and Flux's full-size VAE with random weights
+(TAESD with TINY=1). The render workflow is the shipped
+workflows/api/render_flux_worker.json with those models in place of UNETLoader's and DualCLIPLoader's.
 A round is N=4 requests of 1024², 4 steps, euler, each with its own prompt and seed, sent as one generate() call
 (the pool spreads them over its workers); the median of ROUNDS rounds after one warm-up round is reported. One
-worker is measured twice: following each prompt over its websocket (the pool's default) and by polling /history.
+worker is measured three times: as the pool runs by default (followed over its websocket, two prompts deep: the
+next one waits on the worker while one renders), one prompt at a time, and one at a time polling /history (the pool
+before the websocket).
 """
 import json
 import os
@@ -37,13 +40,28 @@ SIZE = int(os.environ.get("SIZE", "64" if TINY else "1024"))
 STEPS = int(os.environ.get("STEPS", "2" if TINY else "4"))
 
 
+FLUX_VAE = "bench_flux_vae.safetensors"
+
+
 def render_workflow() -> dict:
     workflow = json.loads((REPO / "workflows" / "api" / "render_flux_worker.json").read_text())
     workflow["1"] = {"class_type": "PromptBeamBenchFlux", "inputs": {"seed": 0}}
     workflow["2"] = {"class_type": "CLIPLoader",
                      "inputs": {"clip_name": "tiny_clip_l.safetensors", "type": "stable_diffusion"}}
-    workflow["3"] = {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_taef1.safetensors"}}
+    workflow["3"] = {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_taef1.safetensors" if TINY else FLUX_VAE}}
     return workflow
+
+
+def write_flux_vae(path: Path) -> None:
+    """Flux's full-size 16-channel AutoencoderKL with random weights, as a file VAELoader reads: the same decoder
+    that bench_comfy.py times in-process, so a worker's image costs the same arithmetic."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
+
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=[128, 256, 512, 512],
+                        layers_per_block=2, down_block_types=["DownEncoderBlock2D"] * 4,
+                        up_block_types=["UpDecoderBlock2D"] * 4, use_quant_conv=False, use_post_quant_conv=False)
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(path))
 
 
 def launch(base: Path, models: Path, gpu: int) -> tuple[str, subprocess.Popen]:
@@ -102,6 +120,8 @@ def main() -> None:
     models = work / "models"
     subprocess.run([sys.executable, str(REPO / "tests" / "integration" / "build_tiny_models.py"), COMFYUI_DIR,
                     str(models)], check=True, cwd=COMFYUI_DIR)
+    if not TINY:
+        write_flux_vae(models / "vae" / FLUX_VAE)
     workflow_path = work / "render_bench_api.json"
     workflow_path.write_text(json.dumps(render_workflow()))
     servers = []
@@ -112,9 +132,11 @@ def main() -> None:
             results.log(f"server{gpu}_startup_s", round(time.perf_counter() - started, 1))
         urls = [url for url, _ in servers]
         results.log("one_worker", time_rounds(ComfyWorkerPool(urls[:1], str(workflow_path))))
-        # The same worker followed by polling /history every 0.2 s, as the pool did before the websocket.
+        # The same worker one prompt at a time (the next is queued only once the last image is back)...
+        results.log("one_worker_depth1", time_rounds(ComfyWorkerPool(urls[:1], str(workflow_path), queue_depth=1)))
+        # ... and also followed by polling /history every 0.2 s: the pool as it was before the websocket.
         results.log("one_worker_polling", time_rounds(ComfyWorkerPool(urls[:1], str(workflow_path),
-                                                                      use_websocket=False)))
+                                                                      use_websocket=False, queue_depth=1)))
         if len(urls) > 1:
             results.log("two_workers", time_rounds(ComfyWorkerPool(urls, str(workflow_path))))
             results.log("round_wall_ratio_two_over_one",

@@ -4,8 +4,11 @@ Each request becomes one prompt: the render workflow with the request's text, se
 (render_graph, from the roles comfy_api.graph finds), queued with POST /prompt on the least-loaded live worker (GET /queue), followed over
 the worker's websocket (polling /history when the socket fails; generation/comfy_follow.py) and its image
 fetched with /view as soon as the output node names it. A generate() call renders its requests on all workers in parallel, and several
-calls may run at once (`concurrency` = number of workers); results come back in request order whatever finished
+calls may run at once (`concurrency` = workers x queue_depth); results come back in request order whatever finished
 first, and a worker renders a request exactly as the same workflow does in ComfyUI's editor for that seed.
+
+Each worker is kept `queue_depth` prompts deep (default 2): while one renders, the next is already queued, so the
+GPU does not wait for the pool to fetch an image, decode it and queue the next prompt.
 
 Faults:
   * a worker that refuses the workflow (node_errors)       -> WorkflowRefused at once, with ComfyUI's message
@@ -36,6 +39,7 @@ from .protocol import GenerationRequest, GenerationResult, StepCallback, StopChe
 POLL_S = 0.2                   # polling interval when a worker's websocket cannot be used
 QUEUE_TIMEOUT_S = 5.0          # a worker that cannot list its queue in this time is treated as down
 REVIVE_AFTER_S = 30.0          # a worker marked down is asked again after this long
+QUEUE_DEPTH = 2                # prompts kept queued on each worker: one renders, the next waits on the worker
 
 
 class WorkflowRefused(GenerationFailed):
@@ -94,7 +98,7 @@ class ComfyWorkerPool:
 
     def __init__(self, workers: str | Sequence[str], workflow: dict | str, retries: int = 2,
                  stall_timeout_s: float = 300.0, request_timeout_s: float = 30.0, poll_s: float = POLL_S,
-                 workflow_name: Optional[str] = None, use_websocket: bool = True):
+                 workflow_name: Optional[str] = None, use_websocket: bool = True, queue_depth: int = QUEUE_DEPTH):
         urls = parse_worker_urls(workers)
         if isinstance(workflow, str):
             workflow_name = workflow_name or workflow
@@ -103,13 +107,18 @@ class ComfyWorkerPool:
             raise InvalidParameter("retries", f"must be >= 0, got {retries}")
         if stall_timeout_s <= 0:
             raise InvalidParameter("stall_timeout_s", f"must be > 0, got {stall_timeout_s}")
+        if queue_depth < 1:
+            raise InvalidParameter("queue_depth", f"must be at least 1, got {queue_depth}")
         self.workflow = workflow
         self.workflow_name = workflow_name or "(graph)"
         self.roles = find_roles(workflow, name="render_workflow")
         settings = defaults_of(workflow, self.roles)
         self.defaults = GenerationRequest(prompt="defaults", seed=0, **settings)
         self.workers = [_Worker(url, index) for index, url in enumerate(urls)]
-        self.concurrency = len(self.workers)
+        self.queue_depth = queue_depth
+        # How many prompts are in flight at once, over all workers. The least-loaded choice (GET /queue) spreads
+        # them, so each worker holds about queue_depth: a second prompt waits there while the first renders.
+        self.concurrency = len(self.workers) * queue_depth
         self.retries = retries
         self.stall_timeout_s = stall_timeout_s
         self.request_timeout_s = request_timeout_s
@@ -148,7 +157,7 @@ class ComfyWorkerPool:
         errors: dict[int, BaseException] = {}
         total_steps = sum(r.steps for r in requests)
         done_steps = 0
-        pool = ThreadPoolExecutor(max_workers=min(len(requests), len(self.workers)),
+        pool = ThreadPoolExecutor(max_workers=min(len(requests), self.concurrency),
                                   thread_name_prefix="promptbeam-worker")
         try:
             futures = {pool.submit(self._render, request, cancel): index for index, request in enumerate(requests)}

@@ -173,7 +173,7 @@ def test_worker_urls_are_checked():
 def test_requests_render_on_every_worker_in_request_order(workers):
     a, b = workers(2, render_s=0.2)
     pool = ComfyWorkerPool([a.url, b.url], str(SHIPPED), poll_s=0.02)
-    assert pool.concurrency == 2
+    assert pool.concurrency == 4                 # two workers, two prompts deep each
     requests = requests_for(4)
     steps = []
     results = pool.generate(requests, on_step=lambda done, total: steps.append((done, total)))
@@ -186,6 +186,26 @@ def test_requests_render_on_every_worker_in_request_order(workers):
         settings = (request.prompt, request.seed, request.steps, request.width, request.height, 1)
         assert settings in by_worker[render["worker"]].rendered      # the record names the worker that rendered it
     assert steps[-1] == (12, 12) and [d for d, _ in steps] == sorted(d for d, _ in steps)
+
+
+def test_each_worker_holds_the_next_prompt_while_one_renders(workers):
+    worker, = workers(1, render_s=0.2)
+    pool = ComfyWorkerPool([worker.url], str(SHIPPED), poll_s=0.02)
+    requests = requests_for(4)
+    assert_rendered_as_requested(pool.generate(requests), requests)
+    assert worker.max_load == 2                  # one rendering, the next queued behind it: never more
+    assert len(worker.rendered) == 4
+
+
+def test_queue_depth_one_sends_a_prompt_only_when_the_last_one_is_back(workers):
+    worker, = workers(1, render_s=0.1)
+    pool = ComfyWorkerPool([worker.url], str(SHIPPED), poll_s=0.02, queue_depth=1)
+    assert pool.concurrency == 1
+    requests = requests_for(3)
+    assert_rendered_as_requested(pool.generate(requests), requests)
+    assert worker.max_load == 1
+    with pytest.raises(InvalidParameter, match="queue_depth"):
+        ComfyWorkerPool([worker.url], str(SHIPPED), queue_depth=0)
 
 
 def test_the_least_loaded_worker_gets_the_request(workers):

@@ -62,7 +62,7 @@ def test_declares_the_contract_sockets(pack):
 def test_a_search_node_renders_on_the_workers(comfy_base, two_workers, small_workflow, fake_ollama, tiny_clip_dir,
                                               tiny_aesthetic_path, own_port):
     (generator,) = build("\n".join(w.url for w in two_workers), small_workflow)
-    assert isinstance(generator, comfy_workers.ComfyWorkerPool) and generator.concurrency == 2
+    assert isinstance(generator, comfy_workers.ComfyWorkerPool) and generator.concurrency == 4   # 2 deep each
     (llm,) = run_node(llm_nodes.PromptBeamOllama, base_url=fake_ollama.url, model="qwen2.5:7b-instruct",
                       temperature=-1.0, seed=0, keep_alive="5m", retries=0).result
     (scorer,) = run_node(scoring_nodes.PromptBeamScorerLoader, clip_model=f"local-dir:{tiny_clip_dir}",
@@ -93,7 +93,7 @@ def test_refuses_the_server_it_runs_in_by_identity(two_workers, own_port):
         build(two_workers[0].url, "")
     two_workers[0].identity = "another-comfyui-with-the-pack"
     (generator,) = build(two_workers[0].url, "")
-    assert generator.concurrency == 1
+    assert [w.url for w in generator.workers] == [two_workers[0].url]
 
 
 def test_the_identity_route_answers_this_servers_token():
