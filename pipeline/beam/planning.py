@@ -182,7 +182,6 @@ class RoundPlanner:
         """One parent's children. `skip`: the first children are already in the plan (a resumed round); `avoid`:
         ask again after a round of repeats (see start_round's nudge). With a critic, what it sees in the parent's
         image comes first (once per parent: its image does not change), and goes on the drafts for the record."""
-        n = self.config.children_per_parent
         seen, image, new_evaluation = _usable_evaluation(p.evaluation), None, None
         if self.critic is not None and seen is None:
             if self.critic_in_request:

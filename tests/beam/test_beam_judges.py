@@ -74,7 +74,6 @@ def score_order(report, iteration: int) -> list[str]:
 def test_a_separate_critic_sees_each_parents_own_pixels_and_the_children_fix_what_it_saw(tmp_path, vision):
     result = search(tmp_path, vision, critic=engine(vision))
     report, run_dir = result.report, result.run_dir
-    cands = by_id(report)
     parents = [p for entry in report["iterations"][:-1] for p in entry["survivors"]]
     critiqued = [c for c in report["candidates"] if c["evaluation"]]
     assert sorted(c["id"] for c in critiqued) == sorted(set(parents))   # each parent once: a survivor is not re-asked

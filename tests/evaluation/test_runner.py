@@ -8,7 +8,6 @@ import json
 import pytest
 
 from pipeline.errors import Interrupted
-from pipeline.evaluation import stats
 from pipeline.evaluation.record import EvalRecord
 from pipeline.evaluation.runner import Evaluation
 from tests.evaluation.conftest import PROMPTS, ScriptedJudge, new_record

@@ -105,7 +105,7 @@ def test_survivors_are_marked_per_round_and_the_lineage_ends_at_the_winner(full)
 
 
 def test_a_child_highlights_the_half_it_changed(full):
-    page, report = page_of(full), report_of(full)
+    report = report_of(full)
     child = next(c for c in report["candidates"] if c["parent"] and c["status"] == "ok")
     html_text = (full.run_dir / PAGE_NAME).read_text(encoding="utf-8")
     assert f'class="half changed {child["dimension"]}"' in html_text
@@ -127,7 +127,7 @@ def test_the_plot_has_one_best_and_one_mean_point_per_round_and_the_control_arm(
 
 
 def test_settings_models_timings_and_stop_reason_are_shown(full):
-    page, report = page_of(full), report_of(full)
+    page = page_of(full)
     text = page.text
     for label in ("beam_width", "keep_top", "alpha", "generator · model", "hash-generator", "LLM (s)",
                   "generation (s)", "scoring (s)", "max_iterations"):

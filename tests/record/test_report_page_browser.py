@@ -6,28 +6,20 @@ full-size view and the copy buttons, and the page without JavaScript. A screensh
 Skipped unless Playwright is importable and a Chromium binary exists (PROMPTBEAM_CHROMIUM, default
 /usr/bin/chromium); no browser is downloaded."""
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures import recorded_runs
+from tests.fixtures.browser import chromium, require_browser
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-CHROMIUM = os.environ.get("PROMPTBEAM_CHROMIUM", "/usr/bin/chromium")
-if not shutil.which(CHROMIUM):
-    pytest.skip(f"no Chromium at {CHROMIUM} (set PROMPTBEAM_CHROMIUM)", allow_module_level=True)
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+sync_api = require_browser()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium(sync_api) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
