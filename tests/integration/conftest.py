@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fixtures.browser import chromium, require_browser
 from tests.fixtures.servers import free_port, stop_process, wait_until_ready
 
 HERE = Path(__file__).resolve().parent
@@ -212,10 +213,7 @@ def comfy_server(tmp_path_factory, tiny_model_dir):
 def editor_module():
     """test_editor.py: the editor driver and browser set-up the editor tests share (skips without Playwright or a
     Chromium binary, PROMPTBEAM_CHROMIUM)."""
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    chromium = os.environ.get("PROMPTBEAM_CHROMIUM", "/usr/bin/chromium")
-    if not shutil.which(chromium):
-        pytest.skip(f"no Chromium at {chromium} (set PROMPTBEAM_CHROMIUM)")
+    require_browser()
     import test_editor
     return test_editor
 
@@ -224,8 +222,5 @@ def editor_module():
 def browser(comfy_server, editor_module):
     """Headless Chromium on the running ComfyUI, its first-run tutorial already dismissed."""
     requests.post(f"{comfy_server.url}/settings/Comfy.TutorialCompleted", json=True, timeout=10)
-    with editor_module.sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=editor_module.CHROMIUM,
-                                             args=editor_module.CHROMIUM_ARGS, headless=True)
+    with chromium(editor_module.sync_api) as browser:
         yield browser
-        browser.close()

@@ -5,26 +5,20 @@ API twin, and exports back to exactly the shipped file. Also what a user does wi
 Skipped unless Playwright is importable and a Chromium binary exists (PROMPTBEAM_CHROMIUM, default
 /usr/bin/chromium); no browser is downloaded."""
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.fixtures.browser import chromium, require_browser
 from tests.workflows import workflow_check as wc
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-CHROMIUM = os.environ.get("PROMPTBEAM_CHROMIUM", "/usr/bin/chromium")
-if not shutil.which(CHROMIUM):
-    pytest.skip(f"no Chromium at {CHROMIUM} (set PROMPTBEAM_CHROMIUM)", allow_module_level=True)
+sync_api = require_browser()
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
 NAMES = ["beam_search_flux", "beam_search_judged", "beam_then_upscale", "refine_loop_manual", "score_and_select"]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 EDITOR_READY = """() => window.app && window.app.graph && window.LiteGraph &&
     Object.keys(LiteGraph.registered_node_types).length > 100"""
 
@@ -69,10 +63,8 @@ class Editor:
 def browser(comfy_server):
     # First-run dialogs off, as a returning user has them (they cover the canvas, not the checks).
     requests.post(f"{comfy_server.url}/settings/Comfy.TutorialCompleted", json=True, timeout=10)
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium(sync_api) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
