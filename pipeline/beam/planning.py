@@ -2,18 +2,22 @@
 round's planned candidates, as a RoundStream of units (stream.py). Calls run concurrently, bounded by
 `llm_concurrency`; each is wrapped so that should_stop is polled before and after it. With an engine that streams
 (PromptEngine(stream=True)) each child is handed to the stream as soon as its part of the answer is written.
+A parent sure to survive before its round starts is asked early (`start_early`, early.py); its round takes that
+unit over.
 
 A round whose children all repeat earlier prompts is asked once more (`start_round(..., nudge=True)`): every
 parent again, shown the texts of its half already written, a little warmer."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..errors import InvalidParameter, ModelNotFound, PromptBeamError
 from .config import BeamConfig
+from .early import EarlyUnit
 from .selection import DuplicateIndex, choose_dimension, derive_seed, edit_history, normalise_prompt
 from .stream import FAILED_COMBINE, FAILED_NEGATIVE, PlanBuilder, RoundStream
 from .types import Candidate, StopRequested, describe_error
@@ -87,6 +91,8 @@ class RoundPlanner:
         self.fallbacks = 0
         self.critic_calls = 0                       # requests that carried a parent's image
         self._lock = threading.Lock()
+        self._early: dict[tuple, EarlyUnit] = {}    # (round, parent id, half) -> its unit, started early
+        self._early_sent: list[EarlyUnit] = []      # early units not known to be done (taken over or not)
 
     @property
     def per_round_ops(self) -> bool:
@@ -124,7 +130,7 @@ class RoundPlanner:
             units = [lambda emit=None, i=i, size=size: self._initial_unit(i, groups, size, sum(sizes[:i]), emit)
                      for i, size in enumerate(sizes)]
             return RoundStream(builder, units, self.config.llm_concurrency, self.should_stop, expected=n,
-                               streaming=self.streaming)
+                               streaming=self.streaming, interleave=True)
 
         n = self.config.children_per_parent
         dims = [choose_dimension(self.config.dimension_policy, p, pool, iteration) for p in parents]
@@ -145,15 +151,69 @@ class RoundPlanner:
                                1, self.should_stop, expected=expected)
         if nudge:
             plan.nudged, planned_parents = True, ()
-        todo = [(p, dim) for p, dim in zip(parents, dims) if p.id not in set(planned_parents)]
-        units = [lambda emit=None, p=p, dim=dim: self._parent_unit(
-            iteration, p, dim, edit_history(candidates, p.id), known, emit,
-            skip=0 if nudge else _planned_children(plan, p.id),
-            avoid=_written(p, dim, plan, candidates) if nudge else ())
-            for p, dim in todo]
+        todo = [(p, dim, 0 if nudge else _planned_children(plan, p.id))
+                for p, dim in zip(parents, dims) if p.id not in set(planned_parents)]
+        early = self._take_early(iteration) if resumed is None and not nudge else {}
+        units = [early.pop((p.id, dim)) if (p.id, dim) in early else
+                 lambda emit=None, p=p, dim=dim, skip=skip: self._parent_unit(
+                     iteration, p, dim, edit_history(candidates, p.id), known, emit, skip=skip,
+                     avoid=_written(p, dim, plan, candidates) if nudge else ())
+                 for p, dim, skip in todo]
+        for unit in early.values():       # started for a parent that is not one after all: nobody takes it
+            unit.cancel()
         return RoundStream(builder, units, self.config.llm_concurrency, self.should_stop,
-                           parents=[p.id for p, _ in todo], planned_parents=planned_parents, expected=expected,
-                           streaming=self.streaming)
+                           parents=[p.id for p, _, _ in todo], planned_parents=planned_parents, expected=expected,
+                           streaming=self.streaming, interleave=True, offsets=[skip for _, _, skip in todo])
+
+    # ---- parents asked before their round (early.py) ------------------------------------------------------
+    def start_early(self, iteration: int, parent: Candidate, history: list, known: KnownPrompts,
+                    image=None, busy: Callable[[], int] = lambda: 0) -> None:
+        """Start `parent`'s unit of round `iteration` now, while the round before is still rendering; the round
+        takes it over when it starts. `image`: the parent's image (it may not be recorded yet). `busy()`: the
+        requests the round before still has with the LLM; with the early ones, at most llm_concurrency at once."""
+        dim = choose_dimension(self.config.dimension_policy, parent, [], iteration)
+        if not self.per_round_ops or (iteration, parent.id, dim) in self._early:
+            return
+        image_of = (lambda _: image) if image is not None else self.image_of
+        unit = EarlyUnit(
+            lambda emit: self._parent_unit(iteration, parent, dim, history, known, emit, image_of=image_of),
+            self.streaming, lambda unit: self._wait_for_slot(unit, busy))
+        self._early[(iteration, parent.id, dim)] = unit
+        with self._lock:
+            self._early_sent = [other for other in self._early_sent if not other.done] + [unit]
+
+    def _wait_for_slot(self, unit: EarlyUnit, busy: Callable[[], int]) -> None:
+        """Early units count against llm_concurrency until their answer is in, also once a round took them."""
+        while True:
+            with self._lock:
+                early = sum(1 for other in self._early_sent if other.in_flight)
+                if busy() + early < self.config.llm_concurrency:
+                    unit.in_flight = True
+                    return
+            if unit.cancelled:
+                return                     # the unit stops itself right after
+            self.check_stop()
+            time.sleep(0.01)
+
+    def has_early(self, iteration: int, parent_id: str) -> bool:
+        return any(key[:2] == (iteration, parent_id) for key in self._early)
+
+    def _take_early(self, iteration: int) -> dict:
+        """The early units of this round by (parent, half); those of other rounds are cancelled."""
+        taken = {}
+        for (round_, parent_id, dim), unit in list(self._early.items()):
+            if round_ == iteration:
+                taken[(parent_id, dim)] = unit
+            else:
+                unit.cancel()
+        self._early.clear()
+        return taken
+
+    def cancel_early(self) -> None:
+        """The search ends (or stops): no round will take the early units."""
+        for unit in self._early.values():
+            unit.cancel()
+        self._early.clear()
 
     # ---- per-round operations: one request for round 0, one per parent after --------------------------------
     def _initial_unit(self, group: int, groups: int, size: int, first: int,
@@ -178,16 +238,18 @@ class RoundPlanner:
                                       prompt=entry.get("prompt") or "", fallbacks=list(entry.get("fallbacks") or [])))
 
     def _parent_unit(self, iteration: int, p: Candidate, dim: str, history: list, known: KnownPrompts,
-                     emit: Optional[Callable] = None, skip: int = 0, avoid: Sequence[str] = ()) -> list:
+                     emit: Optional[Callable] = None, skip: int = 0, avoid: Sequence[str] = (),
+                     image_of: Optional[Callable[[Candidate], Any]] = None) -> list:
         """One parent's children. `skip`: the first children are already in the plan (a resumed round); `avoid`:
         ask again after a round of repeats (see start_round's nudge). With a critic, what it sees in the parent's
         image comes first (once per parent: its image does not change), and goes on the drafts for the record."""
         seen, image, new_evaluation = _usable_evaluation(p.evaluation), None, None
+        image_of = image_of or self.image_of
         if self.critic is not None and seen is None:
             if self.critic_in_request:
-                image = self.image_of(p)
+                image = image_of(p)
             else:
-                new_evaluation = self._evaluate(p)
+                new_evaluation = self._evaluate(p, image_of)
                 seen = _usable_evaluation(new_evaluation)
         looks = {"image": image} if image is not None else {"evaluation": seen} if seen else {}
         if new_evaluation is not None and new_evaluation.get("error"):
@@ -236,12 +298,12 @@ class RoundPlanner:
                 for j, child in enumerate(answer.get("children", [])[:n]) if j >= skip + len(made)]
         return made + rest
 
-    def _evaluate(self, p: Candidate) -> dict:
+    def _evaluate(self, p: Candidate, image_of: Callable[[Candidate], Any]) -> dict:
         """A separate critic's look at the parent's image -> its evaluation record (with `error` when it failed;
         the children are then written from the scores alone, as without a critic)."""
         try:
             self.check_stop()
-            result = self.critic.evaluate_image(self.user_prompt, self.image_of(p),
+            result = self.critic.evaluate_image(self.user_prompt, image_of(p),
                                                 seed=self._seed("critic", p.id))
             self.check_stop()
         except (StopRequested, KeyboardInterrupt):

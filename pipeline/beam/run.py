@@ -19,10 +19,11 @@ from ..record.report import RunRecord
 from ..record.storage import not_writable, raise_if_not_writable, storage_failure
 from .config import BeamConfig
 from .control import run_control_arm
+from .early import certain_survivors, early_starts_possible, next_round_certain, still_to_score
 from .judging import JudgePhase, recorded_judgements
 from .planning import KnownPrompts, RoundPlan, RoundPlanner
 from .render import RoundRenderer
-from .selection import lineage, rank
+from .selection import edit_history, lineage, rank
 from .stream import recorded_stream
 from .types import (STATUS_FAILED, STATUS_PENDING, Candidate, ProgressEvent, SearchCallbacks, SearchResult,
                     StopRequested, describe_error)
@@ -74,6 +75,9 @@ class SearchRun:
         self._beam_stopped = False     # set once the rounds are over: no further round counts in images_total
         self._compile_s = 0.0          # the generator's compile warm-up in this process
         self._round = None             # the RoundStream in flight, for images_total
+        # The next round's certain parents are asked while this round still renders (early.py).
+        self._early_starts = (early_starts_possible(config, judged=self.judging is not None)
+                              and recorded_plans is None and self.planner.per_round_ops)
 
     # ---- stop checks --------------------------------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -85,6 +89,12 @@ class SearchRun:
 
     # ---- the whole run ------------------------------------------------------------------------------------------
     def execute(self) -> SearchResult:
+        try:
+            return self._execute()
+        finally:
+            self.planner.cancel_early()      # a search that ends or stops takes no early answer
+
+    def _execute(self) -> SearchResult:
         stop_reason, status = None, "finished"
         try:
             control = self.record.report.get("control")
@@ -301,6 +311,35 @@ class SearchRun:
         pngs = [(c, images[c.id]) for c in todo if c.ok]
         writing = self._png_pool.submit(self.record.write_pngs, pngs) if pngs else None
         self._unrecorded.append((plan, batch, images, writing, count))
+        if todo and self._early_starts:
+            self._start_parents_early(plan, stream)
+
+    def _start_parents_early(self, plan: RoundPlan, stream) -> None:
+        """Ask the next round's parents that are already certain, whatever the rest of this round scores, for
+        their children now (early.py): their answers are written while this round's last images render."""
+        if plan.nudged or not plan.candidates:
+            return
+        unplanned = max(0, stream.expected - len(plan.candidates) - len(plan.duplicates))
+        remaining = still_to_score(plan.candidates, unplanned)
+        best_before = max((it["best_total"] for it in self.iterations if it.get("best_total") is not None),
+                          default=None)
+        if not next_round_certain(self.config, plan.iteration, plan.candidates, remaining, best_before,
+                                  self._rounds_without_gain()):
+            return
+        everyone = {**self.candidates, **{c.id: c for c in plan.candidates}}
+        critic = self.planner.critic is not None
+        for parent in certain_survivors(self.survivors, plan.candidates, remaining, self.config.keep_top):
+            if critic and parent in self.survivors:
+                continue     # what the critic saw in it this round is recorded when its unit is taken: wait
+            self.planner.start_early(plan.iteration + 1, parent, edit_history(everyone, parent.id), self.known,
+                                     image=self._image_now(parent) if critic else None, busy=stream.running)
+
+    def _image_now(self, candidate: Candidate) -> torch.Tensor:
+        """A candidate's image, also while its batch is still being recorded."""
+        for _, _, images, _, _ in self._unrecorded:
+            if candidate.id in images:
+                return images[candidate.id]
+        return self.image_of(candidate)
 
     def _flush(self) -> None:
         """Record the rendered batches, in plan order, once their PNGs are on disk: report entry, in-memory image,

@@ -1,14 +1,15 @@
 """A round's plan as it streams in: LLM units run on a bounded pool while the caller renders what is ready.
 
-A round's LLM work is split into units (round 0: one unit; round k: one unit per surviving parent). Units run
-concurrently, at most `llm_concurrency` at a time, and the caller takes their results IN UNIT ORDER (`next()`),
-rendering each unit's children while the later units are still with the LLM. Candidate ids, seeds and duplicate
-decisions are given out by PlanBuilder in that fixed order, so a report never depends on which unit finished first.
+A round's LLM work is split into units (round 0: one request per two pairs; round k: one request per surviving
+parent). Units run concurrently, at most `llm_concurrency` at a time, and the caller takes their drafts in a FIXED
+order, rendering them while the later units are still with the LLM: level by level (every unit's first draft in
+unit order, then every unit's second, ...), one draft per take. Candidate ids, seeds and duplicate decisions are
+given out by PlanBuilder in that order, so a report never depends on which unit finished first, and the batches a
+round renders and scores in never depend on what happened to be ready.
 
 A streaming round goes one step further: a unit hands each draft over (`emit`) as soon as the LLM has written it,
-and the caller takes drafts ONE AT A TIME, in order, while the rest of the answer is still being written. One
-draft per take is a rule, not a matter of what happens to be ready, so the batches a round renders and scores in
-never depend on timing either.
+so a child renders while the rest of its answer is still being written. The single operations (one unit a round)
+are taken whole.
 """
 from __future__ import annotations
 
@@ -95,20 +96,29 @@ class PlanBuilder:
 
 
 class RoundStream:
-    """The units of one round, started at once on at most `concurrency` threads, taken back in order.
+    """The units of one round, started at once on at most `concurrency` threads, taken back in a fixed order.
 
     `parents` names the parent of each unit (None for round 0), so a partly planned round can be recorded and
     resumed: `planned_parents` lists the parents whose units have been taken.
+
+    With `interleave` (the per-round operations) drafts are taken one at a time, level by level: every unit's
+    first draft in unit order, then every unit's second, and so on; a unit whose answer had fewer drafts drops out.
+    So while the first parent's answer is still writing its second child, the second parent's first child, written
+    at the same time, renders. `offsets` gives each unit's first level (a resumed round asks a parent only for the
+    children it had not planned, which keeps the order an uninterrupted round has). Without it (the single
+    operations: one unit a round) each unit is taken whole, in unit order.
     """
 
     def __init__(self, builder: PlanBuilder, units: Sequence[Callable[..., list]], concurrency: int,
                  should_stop: Callable[[], bool], parents: Sequence[Optional[str]] = (),
-                 planned_parents: Sequence[str] = (), expected: int = 0, streaming: bool = False):
+                 planned_parents: Sequence[str] = (), expected: int = 0, streaming: bool = False,
+                 interleave: bool = False, offsets: Sequence[int] = ()):
         """units: callables returning their drafts in plan order. With `streaming` each is called with
         `emit(draft)`, which hands a draft over before the unit returns; its returned list starts with the drafts
         it emitted (the same objects), followed by the rest."""
         self.builder = builder
         self.streaming = streaming
+        self.interleave = interleave
         self.parents = list(parents) or [None] * len(units)
         self.planned_parents = list(planned_parents)
         self.expected = expected                  # how many candidates the round plans (for progress)
@@ -116,9 +126,13 @@ class RoundStream:
         self.llm_work_s = 0.0                     # summed time of the units (they overlap each other and the GPU)
         self.evaluations: dict[str, dict] = {}    # parent id -> a critic's new evaluation, from the units finished
         self._lock = threading.Lock()
-        self._taken = 0                           # units taken whole
-        self._in_unit = 0                         # drafts of the next unit taken so far (streaming)
+        self._offsets = list(offsets) or [0] * len(units)
+        self._taken = [0] * len(units)            # drafts taken from each unit
+        self._finished = [False] * len(units)     # units whose drafts have all been taken
+        self._level = min(self._offsets, default=0)
+        self._turn = 0                            # the unit whose draft comes next within the level
         self._early: list[list] = [[] for _ in units]     # drafts each unit has emitted
+        self._counted_apart = [bool(getattr(unit, "counted_apart", False)) for unit in units]
         self._pool = None
         self._futures: list[Future] = []
         if units:
@@ -132,50 +146,101 @@ class RoundStream:
 
     @property
     def complete(self) -> bool:
-        return self._taken >= len(self._futures)
+        return all(self._finished)
 
     def __bool__(self) -> bool:
         return not self.complete
 
+    def running(self) -> int:
+        """Units still with the LLM (an early unit, counted by its planner, not among them)."""
+        return sum(1 for future, apart in zip(self._futures, self._counted_apart) if not future.done() and not apart)
+
     def ready(self) -> bool:
         """Whether next() would return without waiting for the LLM."""
-        return self.complete or self._futures[self._taken].done() or self._early_left()
+        if self.complete:
+            return True
+        if not self.interleave:
+            return self._futures[self._turn].done()
+        for _, unit in self._order():
+            known = self._has_draft(unit)
+            if known is not False:
+                return known is True
+        return True
 
     def next(self) -> list[Candidate]:
-        """Wait for the next unit in order (polling the stop flag), then finalise its drafts -> new candidates.
-        Streaming: the next single draft, as soon as its unit has emitted it."""
-        future = self._futures[self._taken]
-        while not future.done() and not self._early_left():
+        """The next draft (interleaved) or unit (whole) in order, finalised -> new candidates; waits for the LLM
+        as long as it has to, polling the stop flag."""
+        if not self.interleave:
+            unit = self._turn
+            self._wait(lambda: self._futures[unit].done())
+            drafts = self._result(unit)[self._taken[unit]:]
+            self._taken[unit] += len(drafts)
+            self._finish_unit(unit)
+            self._turn += 1
+            return self.builder.add(drafts)
+        for level, unit in self._order():
+            self._wait(lambda: self._has_draft(unit) is not None)
+            if not self._has_draft(unit):
+                self._finish_unit(unit)          # its answer ended before this level: it drops out
+                continue
+            draft = self._draft(unit)
+            self._taken[unit] += 1
+            self._level, self._turn = level, unit + 1
+            future = self._futures[unit]
+            if future.done() and not future.exception() and self._taken[unit] >= len(self._result(unit)):
+                self._finish_unit(unit)
+            return self.builder.add([draft])
+        return []
+
+    def _order(self):
+        """(level, unit) of the units still to give a draft, from the current position on, level by level."""
+        level, turn = self._level, self._turn
+        while not all(self._finished):
+            for unit in range(turn, len(self._futures)):
+                if not self._finished[unit] and self._offsets[unit] <= level:
+                    yield level, unit
+            level, turn = level + 1, 0
+
+    def _has_draft(self, unit: int) -> Optional[bool]:
+        """Whether the unit has a draft for its next level: True, False (its answer ended before it) or None
+        (not known yet: the answer is still being written). A unit that failed has one: taking it raises."""
+        if self._taken[unit] < len(self._early[unit]):
+            return True
+        future = self._futures[unit]
+        if not future.done():
+            return None
+        return future.exception() is not None or self._taken[unit] < len(self._result(unit))
+
+    def _draft(self, unit: int):
+        """The unit's next draft: one it emitted, else from its result (which raises the unit's error)."""
+        index = self._taken[unit]
+        return self._early[unit][index] if index < len(self._early[unit]) else self._result(unit)[index]
+
+    def _result(self, unit: int) -> list:
+        future = self._futures[unit]
+        error = future.exception()
+        if error is not None:
+            raise error
+        drafts = future.result()
+        early = self._early[unit]
+        if len(drafts) < len(early) or any(a is not b for a, b in zip(drafts, early)):
+            raise RuntimeError("a unit's drafts must start with the drafts it emitted")
+        return drafts
+
+    def _wait(self, condition: Callable[[], bool]) -> None:
+        while not condition():
             if self.should_stop():
                 raise StopRequested()
             time.sleep(0.01)      # polling keeps an interrupt within ~10 ms while a unit waits for Ollama
-        if not self._early_left():
-            error = future.exception()
-            if error is not None:
-                raise error
-            drafts = future.result()
-            early = self._early[self._taken]
-            if len(drafts) < len(early) or any(a is not b for a, b in zip(drafts, early)):
-                raise RuntimeError("a unit's drafts must start with the drafts it emitted")
-        else:
-            drafts = self._early[self._taken]
-        rest = drafts[self._in_unit:]
-        taken = rest[:1] if self.streaming else rest
-        self._in_unit += len(taken)
-        if future.done() and not future.exception() and self._in_unit >= len(future.result()):
-            self._finish_unit(future.result())
-        return self.builder.add(taken)
 
-    def _early_left(self) -> bool:
-        return self.streaming and len(self._early[self._taken]) > self._in_unit
-
-    def _finish_unit(self, drafts: list) -> None:
-        for draft in drafts:      # set on the drafts when the unit returned (the critic's look comes with it)
+    def _finish_unit(self, unit: int) -> None:
+        if self._finished[unit]:
+            return
+        for draft in self._result(unit):      # set on the drafts when the unit returned (the critic's look)
             if getattr(draft, "parent_evaluation", None) is not None:
                 self.evaluations[draft.parent.id] = draft.parent_evaluation
-        parent = self.parents[self._taken]
-        self._taken += 1
-        self._in_unit = 0
+        self._finished[unit] = True
+        parent = self.parents[unit]
         if parent is not None:
             self.planned_parents.append(parent)
 
@@ -185,7 +250,7 @@ class RoundStream:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _timed(self, unit: Callable[..., list], index: int) -> list:
-        started = time.perf_counter()
+        started = getattr(unit, "started", None) or time.perf_counter()     # an early unit ran before the round
         try:
             return unit(self._early[index].append) if self.streaming else unit()
         finally:

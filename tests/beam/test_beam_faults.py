@@ -107,18 +107,21 @@ def test_ollama_down_at_the_start_raises_and_keeps_a_record(tmp_path):
 def test_ollama_dying_mid_run_stops_with_failures(tmp_path, how):
     server = FakeOllama().start()
     engine = PromptEngine(OllamaClient(server.url, MODEL, retries=0, timeout=5))
-    finished = []
 
-    def on_candidate(candidate, image):
-        finished.append(candidate.id)
-        if len(finished) == 4:     # round 0 done: Ollama goes away
-            if how == "stopped":
-                server.stop()
-            else:
-                server.script("/api/chat", *[{"status": 500, "json": {"error": "llama runner process has terminated"}}] * 50)
+    class OllamaDiesAtTheThirdImage(HashGenerator):
+        """Round 0's answers are all in, its third image renders: Ollama goes away before any round-1 request
+        (the first parent sure to survive is asked as soon as that image is scored)."""
+
+        def generate(self, requests, on_step=None, should_stop=None):
+            if len(self.calls) == 2:
+                if how == "stopped":
+                    server.stop()
+                else:
+                    server.script("/api/chat", *[{"status": 500, "json": {
+                        "error": "llama runner process has terminated"}}] * 50)
+            return super().generate(requests, on_step, should_stop)
     try:
-        result = BeamSearch(engine, HashGenerator(), StatsScorer(), config(),
-                            SearchCallbacks(on_candidate=on_candidate)).run(PROMPT, tmp_path)
+        result = BeamSearch(engine, OllamaDiesAtTheThirdImage(), StatsScorer(), config()).run(PROMPT, tmp_path)
     finally:
         if how != "stopped":
             server.stop()

@@ -130,9 +130,15 @@ def test_a_critic_that_times_out_leaves_the_children_to_the_scores_and_says_so(t
 def test_an_unusable_critique_falls_back_as_today_and_is_recorded(tmp_path, vision):
     bad = {"content": "not json at all"}
 
-    def answer_round_one_badly(event):          # round 0 is written normally; both parents' answers are bad twice
-        if event.phase == "select" and event.iteration == 0:
-            vision.script("/api/chat", bad, bad, bad, bad)
+    renders = []
+
+    def answer_round_one_badly(event):
+        # round 0 is written normally; both parents' answers are bad twice. Set before round 0's third image:
+        # the first parent sure to survive is asked as soon as that image is scored.
+        if event.phase == "generate" and event.iteration == 0:
+            renders.append(event)
+            if len(renders) == 3:
+                vision.script("/api/chat", bad, bad, bad, bad)
     ops = engine(vision)
     result = search(tmp_path, vision, critic=ops, text=None, iterations=2,
                     callbacks=SearchCallbacks(on_progress=answer_round_one_badly))
