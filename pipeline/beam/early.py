@@ -81,7 +81,7 @@ class EarlyUnit:
         threading.Thread(target=self._run, args=(run, streaming, gate), daemon=True,
                          name="promptbeam-llm-early").start()
 
-    def _run(self, run, streaming: bool, gate: Callable[[], None]) -> None:
+    def _run(self, run, streaming: bool, gate: Callable[["EarlyUnit"], None]) -> None:
         try:
             gate(self)
             self._check()
