@@ -161,10 +161,15 @@ class RoundStream:
             return True
         if not self.interleave:
             return self._futures[self._turn].done()
+        ended = set()                    # units whose answers have no draft left: next() finishes them
+        unfinished = {unit for unit, finished in enumerate(self._finished) if not finished}
         for _, unit in self._order():
             known = self._has_draft(unit)
             if known is not False:
                 return known is True
+            ended.add(unit)
+            if ended == unfinished:
+                return True
         return True
 
     def next(self) -> list[Candidate]:
