@@ -62,15 +62,10 @@ def next_round_certain(config: BeamConfig, iteration: int, planned: Sequence[Can
 class EarlyUnit:
     """A parent's unit running before its round. The round takes it over with `adopt(emit)`: the drafts the unit
     emitted so far are handed over first, the later ones go straight on, and its result (or error) is returned as
-    if the round had started it. `gate(unit)` runs first on the unit's thread: it waits for a free LLM slot and
-    sets `in_flight`."""
+    if the round had started it."""
 
-    counted_apart = True     # its request counts against llm_concurrency through its planner, not a RoundStream
-
-    def __init__(self, run: Callable[[Optional[Callable]], list], streaming: bool,
-                 gate: Callable[["EarlyUnit"], None]):
+    def __init__(self, run: Callable[[Optional[Callable]], list], streaming: bool):
         self.started = time.perf_counter()
-        self.in_flight = False            # past the gate and not done: its request is with the LLM
         self._lock = threading.Lock()
         self._emitted: list = []
         self._target: Optional[Callable] = None
@@ -78,27 +73,16 @@ class EarlyUnit:
         self._done = threading.Event()
         self._result: list = []
         self._error: Optional[BaseException] = None
-        threading.Thread(target=self._run, args=(run, streaming, gate), daemon=True,
-                         name="promptbeam-llm-early").start()
+        threading.Thread(target=self._run, args=(run, streaming), daemon=True, name="promptbeam-llm-early").start()
 
-    def _run(self, run, streaming: bool, gate: Callable[["EarlyUnit"], None]) -> None:
+    def _run(self, run, streaming: bool) -> None:
         try:
-            gate(self)
             self._check()
             self._result = run(self._emit if streaming else None)
         except BaseException as exc:     # handed to the round that adopts the unit, as its own unit's would be
             self._error = exc
         finally:
-            self.in_flight = False
             self._done.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
 
     def _check(self) -> None:
         if self._cancelled:

@@ -10,8 +10,8 @@ parent again, shown the texts of its half already written, a little warmer."""
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -92,7 +92,9 @@ class RoundPlanner:
         self.critic_calls = 0                       # requests that carried a parent's image
         self._lock = threading.Lock()
         self._early: dict[tuple, EarlyUnit] = {}    # (round, parent id, half) -> its unit, started early
-        self._early_sent: list[EarlyUnit] = []      # early units not known to be done (taken over or not)
+        # One slot per request in flight, shared by the rounds' units and the early ones: llm_concurrency holds
+        # across rounds too, whichever units run.
+        self._slots = threading.Semaphore(max(1, config.llm_concurrency))
 
     @property
     def per_round_ops(self) -> bool:
@@ -167,33 +169,17 @@ class RoundPlanner:
 
     # ---- parents asked before their round (early.py) ------------------------------------------------------
     def start_early(self, iteration: int, parent: Candidate, history: list, known: KnownPrompts,
-                    image=None, busy: Callable[[], int] = lambda: 0) -> None:
+                    image=None) -> None:
         """Start `parent`'s unit of round `iteration` now, while the round before is still rendering; the round
-        takes it over when it starts. `image`: the parent's image (it may not be recorded yet). `busy()`: the
-        requests the round before still has with the LLM; with the early ones, at most llm_concurrency at once."""
+        takes it over when it starts. `image`: the parent's image (it may not be recorded yet). Like every unit, it
+        waits for one of the llm_concurrency slots before it asks."""
         dim = choose_dimension(self.config.dimension_policy, parent, [], iteration)
         if not self.per_round_ops or (iteration, parent.id, dim) in self._early:
             return
         image_of = (lambda _: image) if image is not None else self.image_of
-        unit = EarlyUnit(
+        self._early[(iteration, parent.id, dim)] = EarlyUnit(
             lambda emit: self._parent_unit(iteration, parent, dim, history, known, emit, image_of=image_of),
-            self.streaming, lambda unit: self._wait_for_slot(unit, busy))
-        self._early[(iteration, parent.id, dim)] = unit
-        with self._lock:
-            self._early_sent = [other for other in self._early_sent if not other.done] + [unit]
-
-    def _wait_for_slot(self, unit: EarlyUnit, busy: Callable[[], int]) -> None:
-        """Early units count against llm_concurrency until their answer is in, also once a round took them."""
-        while True:
-            with self._lock:
-                early = sum(1 for other in self._early_sent if other.in_flight)
-                if busy() + early < self.config.llm_concurrency:
-                    unit.in_flight = True
-                    return
-            if unit.cancelled:
-                return                     # the unit stops itself right after
-            self.check_stop()
-            time.sleep(0.01)
+            self.streaming)
 
     def has_early(self, iteration: int, parent_id: str) -> bool:
         return any(key[:2] == (iteration, parent_id) for key in self._early)
@@ -218,6 +204,10 @@ class RoundPlanner:
     # ---- per-round operations: one request for round 0, one per parent after --------------------------------
     def _initial_unit(self, group: int, groups: int, size: int, first: int,
                       emit: Optional[Callable] = None) -> list:
+        with self._slot():
+            return self._initial(group, groups, size, first, emit)
+
+    def _initial(self, group: int, groups: int, size: int, first: int, emit: Optional[Callable]) -> list:
         seed = self._seed("expand_pairs") if groups == 1 else self._seed("expand_pairs", group)
         made: list = []            # drafts handed over while the answer was being written
 
@@ -240,6 +230,12 @@ class RoundPlanner:
     def _parent_unit(self, iteration: int, p: Candidate, dim: str, history: list, known: KnownPrompts,
                      emit: Optional[Callable] = None, skip: int = 0, avoid: Sequence[str] = (),
                      image_of: Optional[Callable[[Candidate], Any]] = None) -> list:
+        with self._slot():
+            return self._parent(iteration, p, dim, history, known, emit, skip, avoid, image_of)
+
+    def _parent(self, iteration: int, p: Candidate, dim: str, history: list, known: KnownPrompts,
+                emit: Optional[Callable], skip: int, avoid: Sequence[str],
+                image_of: Optional[Callable[[Candidate], Any]]) -> list:
         """One parent's children. `skip`: the first children are already in the plan (a resumed round); `avoid`:
         ask again after a round of repeats (see start_round's nudge). With a critic, what it sees in the parent's
         image comes first (once per parent: its image does not change), and goes on the drafts for the record."""
@@ -501,6 +497,16 @@ class RoundPlanner:
             return [f.exception() if f.exception() is not None else f.result() for f in futures]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    @contextmanager
+    def _slot(self):
+        """One of the llm_concurrency slots for a unit's requests, waited for with the stop flag polled."""
+        while not self._slots.acquire(timeout=0.01):
+            self.check_stop()
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def _seed(self, *parts) -> int:
         return derive_seed(self.config.seed, "llm", *parts)

@@ -332,7 +332,7 @@ class SearchRun:
             if critic and parent in self.survivors:
                 continue     # what the critic saw in it this round is recorded when its unit is taken: wait
             self.planner.start_early(plan.iteration + 1, parent, edit_history(everyone, parent.id), self.known,
-                                     image=self._image_now(parent) if critic else None, busy=stream.running)
+                                     image=self._image_now(parent) if critic else None)
 
     def _image_now(self, candidate: Candidate) -> torch.Tensor:
         """A candidate's image, also while its batch is still being recorded."""

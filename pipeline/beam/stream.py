@@ -132,7 +132,6 @@ class RoundStream:
         self._level = min(self._offsets, default=0)
         self._turn = 0                            # the unit whose draft comes next within the level
         self._early: list[list] = [[] for _ in units]     # drafts each unit has emitted
-        self._counted_apart = [bool(getattr(unit, "counted_apart", False)) for unit in units]
         self._pool = None
         self._futures: list[Future] = []
         if units:
@@ -152,8 +151,8 @@ class RoundStream:
         return not self.complete
 
     def running(self) -> int:
-        """Units still with the LLM (an early unit, counted by its planner, not among them)."""
-        return sum(1 for future, apart in zip(self._futures, self._counted_apart) if not future.done() and not apart)
+        """Units still with the LLM."""
+        return sum(1 for future in self._futures if not future.done())
 
     def ready(self) -> bool:
         """Whether next() would return without waiting for the LLM."""
