@@ -150,26 +150,13 @@ class RoundStream:
     def __bool__(self) -> bool:
         return not self.complete
 
-    def running(self) -> int:
-        """Units still with the LLM."""
-        return sum(1 for future in self._futures if not future.done())
-
     def ready(self) -> bool:
         """Whether next() would return without waiting for the LLM."""
         if self.complete:
             return True
         if not self.interleave:
             return self._futures[self._turn].done()
-        ended = set()                    # units whose answers have no draft left: next() finishes them
-        unfinished = {unit for unit, finished in enumerate(self._finished) if not finished}
-        for _, unit in self._order():
-            known = self._has_draft(unit)
-            if known is not False:
-                return known is True
-            ended.add(unit)
-            if ended == unfinished:
-                return True
-        return True
+        return next((self._has_draft(unit) is True for _, unit in self._order()), True)
 
     def next(self) -> list[Candidate]:
         """The next draft (interleaved) or unit (whole) in order, finalised -> new candidates; waits for the LLM
@@ -182,28 +169,36 @@ class RoundStream:
             self._finish_unit(unit)
             self._turn += 1
             return self.builder.add(drafts)
-        for level, unit in self._order():
-            self._wait(lambda: self._has_draft(unit) is not None)
-            if not self._has_draft(unit):
-                self._finish_unit(unit)          # its answer ended before this level: it drops out
-                continue
-            draft = self._draft(unit)
-            self._taken[unit] += 1
-            self._level, self._turn = level, unit + 1
-            future = self._futures[unit]
-            if future.done() and not future.exception() and self._taken[unit] >= len(self._result(unit)):
-                self._finish_unit(unit)
-            return self.builder.add([draft])
-        return []
+        try:
+            for level, unit in self._order():
+                self._wait(lambda: self._has_draft(unit) is not None)
+                if self._has_draft(unit):
+                    draft = self._draft(unit)
+                    self._taken[unit] += 1
+                    self._level, self._turn = level, unit + 1
+                    return self.builder.add([draft])
+            return []
+        finally:
+            self._finish_ended()
 
     def _order(self):
-        """(level, unit) of the units still to give a draft, from the current position on, level by level."""
+        """(level, unit) of the units with a draft still to give (or not known yet), from the current position
+        on, level by level: a unit whose answer has ended drops out."""
         level, turn = self._level, self._turn
-        while not all(self._finished):
+        while any(self._live(unit) for unit in range(len(self._futures))):
             for unit in range(turn, len(self._futures)):
-                if not self._finished[unit] and self._offsets[unit] <= level:
+                if self._offsets[unit] <= level and self._live(unit):
                     yield level, unit
             level, turn = level + 1, 0
+
+    def _live(self, unit: int) -> bool:
+        return not self._finished[unit] and self._has_draft(unit) is not False
+
+    def _finish_ended(self) -> None:
+        """Finish the units whose answers ended with every draft taken (a failed one ends by raising)."""
+        for unit, finished in enumerate(self._finished):
+            if not finished and self._has_draft(unit) is False:
+                self._finish_unit(unit)
 
     def _has_draft(self, unit: int) -> Optional[bool]:
         """Whether the unit has a draft for its next level: True, False (its answer ended before it) or None

@@ -196,6 +196,6 @@ def test_a_stream_whose_answers_all_ended_after_their_last_draft_was_taken_is_re
     assert stream.ready() is False          # the answers are still being written
     release.set()
     deadline = time.monotonic() + 5
-    while stream.running() and time.monotonic() < deadline:
+    while not stream.ready() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert stream.ready() is True and stream.next() == [] and not stream
